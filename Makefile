@@ -1,0 +1,30 @@
+# make demo: install into .venv (if needed) and run the whole pipeline on the bundled demo data.
+# make test: the test suite (CI runs exactly this).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install demo test bench lint clean-demo
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip check
+	touch $@
+
+demo: install
+	@git rev-parse HEAD >/dev/null 2>&1 || { echo "make demo needs a git checkout with a commit (dvc exp run)"; exit 1; }
+	dvc exp run -S profile=demo
+	synthmri summary
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/dedup.py --images 3000
+	$(BIN)/python bench/preprocess.py

@@ -1,0 +1,133 @@
+"""The `synthmri` command: one subcommand per DVC stage. Each parses, loads its params section,
+calls one function, and writes its metrics; the work lives in the modules it calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from synthmri import params as P
+from synthmri.io import write_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+MetricsOpt = Annotated[Path | None, typer.Option("--metrics", help="where to write this stage's metrics JSON")]
+
+
+class StageError(Exception):
+    """An error a user can fix (bad input, bad params); printed without a traceback."""
+
+
+def _run(fn, *args, metrics: Path | None = None, **kwargs):
+    from synthmri.data.images import ImageError
+
+    try:
+        result = fn(*args, **kwargs)
+    except (P.ParamsError, StageError, ImageError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    if metrics is not None and result is not None:
+        write_json(metrics, result)
+    return result
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the Kaggle-layout demo dataset into")],
+    params: ParamsOpt = Path("params.yaml"),
+):
+    """Generate the demo dataset: MNI152 slices with class-specific lesions and planted nuisances."""
+    from synthmri.data.demo import make_demo_dataset
+
+    cfg = P.load("demo", params)
+    classes = P.load("data", params).classes
+    summary = _run(make_demo_dataset, out_dir, cfg, classes)
+    err.print(f"demo dataset written to {out_dir}: {summary}")
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(help="Kaggle-layout folder or .zip (Training/, Testing/ with class folders)")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for manifest.csv and quarantine.csv")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
+    from synthmri.data.ingest import ingest as run
+
+    _run(run, source, out_dir, P.load("ingest", params), P.load("data", params).classes, metrics=metrics)
+
+
+@app.command()
+def audit(
+    manifest: Annotated[Path, typer.Argument(help="ingest's manifest.csv")],
+    out_csv: Annotated[Path, typer.Argument(help="manifest with audit columns (blur, plane, intensity)")],
+    plots_dir: Annotated[Path, typer.Option("--plots", help="folder for the audit PNG plots")] = Path("plots/audit"),
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Paper §3: colour modes, dimensions, blur, imaging plane and intensity histograms."""
+    from synthmri.data.audit import audit as run
+
+    _run(run, manifest, out_csv, plots_dir, P.load("audit", params), P.load("data", params).classes, metrics=metrics)
+
+
+@app.command()
+def dedup(
+    manifest: Annotated[Path, typer.Argument(help="audit's manifest")],
+    out_csv: Annotated[Path, typer.Argument(help="manifest with duplicate groups and the kept member")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Paper §4.1: duplicate groups within Training, within Testing and across them (difPy's criterion)."""
+    from synthmri.data.dedup import dedup as run
+
+    _run(run, manifest, out_csv, P.load("dedup", params), metrics=metrics)
+
+
+@app.command()
+def preprocess(
+    manifest: Annotated[Path, typer.Argument(help="dedup's manifest")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for {train,test}/<class>/*.png and manifest.csv")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
+    from synthmri.data.preprocess import preprocess as run
+
+    _run(run, manifest, out_dir, P.load("preprocess", params), P.load("data", params).classes, metrics=metrics)
+
+
+@app.command("params")
+def params_cmd(
+    overrides: Annotated[list[str] | None, typer.Argument(help="Hydra overrides, e.g. profile=demo preprocess.size=128")] = None,
+    out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("params.yaml"),
+    conf_dir: Annotated[Path, typer.Option("--conf", help="Hydra config folder")] = Path("conf"),
+):
+    """Write params.yaml from conf/ and a profile, as `dvc exp run -S profile=...` would."""
+    from synthmri.profiles import compose
+
+    _run(compose, overrides or [], out, conf_dir)
+    for section in P.SECTIONS:  # refuse a composition the stages would refuse
+        _run(P.load, section, out)
+    err.print(f"wrote {out} ({' '.join(overrides or []) or 'profile=paper'})")
+
+
+@app.command()
+def summary(
+    metrics_dir: Annotated[Path, typer.Argument(help="folder of the stages' metrics JSON")] = Path("metrics"),
+    params: ParamsOpt = Path("params.yaml"),
+):
+    """Print a table of what the pipeline produced (labelled DEMO when run on the demo profile)."""
+    from synthmri.summary import print_summary
+
+    _run(print_summary, metrics_dir, P.read_params(params))
+
+
+if __name__ == "__main__":
+    app()

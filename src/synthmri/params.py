@@ -1,0 +1,271 @@
+"""Typed parameters read from params.yaml: every unknown key or bad value stops before any compute.
+
+One frozen dataclass per params.yaml section; a stage loads only the sections it reads, matching the
+narrow `params:` keys dvc.yaml declares for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from synthmri import CLASSES
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, with the dotted key that caused it."""
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataParams:
+    raw: str = "data/raw/kaggle"  # Kaggle-layout folder or zip the pipeline ingests
+    classes: tuple[str, ...] = CLASSES  # class folder names expected in Training/ and Testing/
+
+    def __post_init__(self):
+        if len(set(self.classes)) != len(self.classes) or not self.classes:
+            raise ParamsError(f"data.classes must be distinct and non-empty, got {list(self.classes)}")
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    seed: int = 0  # same seed -> byte-identical dataset
+    train_per_class: int = 48  # clean Training images per class, before planted nuisances
+    test_per_class: int = 16  # clean Testing images per class
+    size: int = 160  # nominal side in pixels; actual sizes vary around it
+    rgb_fraction: float = 0.1  # share of images saved as 3-channel copies
+    blur_fraction: float = 0.15  # share of images blurred (paper §3.2.3)
+    exact_duplicates: int = 4  # per class, byte-identical copies within Training
+    near_duplicates: int = 3  # per class, re-encoded / slightly changed copies within Training
+    leaked_duplicates: int = 2  # per class, Testing images copied into Training (leakage)
+    broken_files: bool = True  # a truncated JPEG, a zero-byte file, a non-image named .jpg
+
+    def __post_init__(self):
+        _check(self.train_per_class >= 4, "demo.train_per_class", "must be >= 4")
+        _check(self.test_per_class >= 1, "demo.test_per_class", "must be >= 1")
+        _check(32 <= self.size <= 1024, "demo.size", "must be in [32, 1024]")
+        for name in ("rgb_fraction", "blur_fraction"):
+            _check(0 <= getattr(self, name) <= 1, f"demo.{name}", "must be in [0, 1]")
+        for name in ("exact_duplicates", "near_duplicates", "leaked_duplicates"):
+            _check(getattr(self, name) >= 0, f"demo.{name}", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    max_pixels: int = 50_000_000  # larger images are quarantined as decompression bombs
+    max_archive_bytes: int = 20 * 1024**3  # refuse a zip that would expand beyond this
+    max_archive_members: int = 200_000  # refuse a zip with more entries than this
+    workers: int = 0  # decoding processes; 0 = all cores
+
+    def __post_init__(self):
+        _check(self.max_pixels > 0, "ingest.max_pixels", "must be > 0")
+        _check(self.max_archive_bytes > 0, "ingest.max_archive_bytes", "must be > 0")
+        _check(self.max_archive_members > 0, "ingest.max_archive_members", "must be > 0")
+        _check(self.workers >= 0, "ingest.workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AuditParams:
+    blur_threshold: float = 50.0  # Laplacian variance below this is blurry (paper §3.2.3)
+    histogram_samples: int = 100  # images per class drawn for the histogram plot (paper §3.3, Fig. 4)
+    plane_features_px: int = 32  # side of the thumbnail the plane clustering looks at
+    seed: int = 33
+    workers: int = 0
+
+    def __post_init__(self):
+        _check(self.blur_threshold >= 0, "audit.blur_threshold", "must be >= 0")
+        _check(self.histogram_samples >= 1, "audit.histogram_samples", "must be >= 1")
+        _check(8 <= self.plane_features_px <= 128, "audit.plane_features_px", "must be in [8, 128]")
+        _check(self.workers >= 0, "audit.workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DedupParams:
+    engine: Literal["fast", "difpy"] = "fast"  # whose groups the pipeline uses
+    compare_engines: bool = True  # also run the other engine and report its counts
+    similarity: str = "duplicates"  # difPy's criterion: 'duplicates' (MSE 0), 'similar' (MSE <= 5) or a number
+    px_size: int = 50  # difPy compares bicubic px_size x px_size thumbnails
+    rotations: bool = True  # difPy also compares 90/180/270-degree rotations
+    cross_split: bool = True  # remove Training images that duplicate a Testing image (leakage)
+    workers: int = 0
+
+    def __post_init__(self):
+        self.mse_threshold  # validates `similarity`
+        _check(8 <= self.px_size <= 256, "dedup.px_size", "must be in [8, 256]")
+        _check(self.workers >= 0, "dedup.workers", "must be >= 0")
+
+    @property
+    def mse_threshold(self) -> float:
+        """difPy's similarity names as MSE thresholds on 0-255 pixel values."""
+        named = {"duplicates": 0.0, "similar": 5.0}
+        if self.similarity in named:
+            return named[self.similarity]
+        try:
+            value = float(self.similarity)
+        except ValueError:
+            raise ParamsError(
+                f"dedup.similarity: expected 'duplicates', 'similar' or a number >= 0, got {self.similarity!r}"
+            ) from None
+        _check(value >= 0, "dedup.similarity", "must be >= 0")
+        return value
+
+
+@dataclass(frozen=True)
+class BalanceParams:
+    classes: tuple[str, ...] = ("glioma", "meningioma", "pituitary")  # classes cut by seeded sampling
+    min: int = 700  # each listed class keeps randint(min, max) images (paper §4.2; code: seed 10)
+    max: int = 900
+
+
+@dataclass(frozen=True)
+class RotateParams:
+    probability: float = 0.5  # share of images rotated (paper §4.3)
+    max_degrees: float = 10.0  # uniform angle in [-max, +max]
+    test: bool = False  # paper's code also rotated Testing images; corrected: never augment test
+
+
+@dataclass(frozen=True)
+class ClaheParams:
+    enabled: bool = True
+    clip_limit: float = 2.0  # OpenCV createCLAHE clipLimit (paper's code)
+    tile_grid: int = 8  # tiles per side (paper's code: 8x8)
+
+
+@dataclass(frozen=True)
+class HistMatchParams:
+    apply: bool = True  # paper's code computed the matched image but saved the CLAHE image
+    reference_images: int = 100  # random images per class averaged into the reference (paper §4.4.2)
+    reference_splits: tuple[Literal["train", "test"], ...] = ("train",)  # paper's code: both splits
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    size: int = 256  # output side (paper §4.2)
+    square_classes: tuple[str, ...] = ("glioma", "meningioma", "pituitary")  # need width == height
+    aspect_tolerance: float = 0.1  # other classes: width/height within [1-tol, 1+tol] (paper: notumor 0.9-1.1)
+    balance: BalanceParams = field(default_factory=BalanceParams)
+    rotate: RotateParams = field(default_factory=RotateParams)
+    clahe: ClaheParams = field(default_factory=ClaheParams)
+    histmatch: HistMatchParams = field(default_factory=HistMatchParams)
+    n4: bool = False  # N4 bias-field correction (SimpleITK); paper §4.5 found it unnecessary
+    seed: int = 10  # paper's code: random.seed(10)
+    workers: int = 0
+
+    def __post_init__(self):
+        _check(16 <= self.size <= 2048, "preprocess.size", "must be in [16, 2048]")
+        _check(0 <= self.aspect_tolerance < 1, "preprocess.aspect_tolerance", "must be in [0, 1)")
+        b = self.balance
+        _check(0 < b.min <= b.max, "preprocess.balance", f"need 0 < min <= max, got min={b.min} max={b.max}")
+        _check(0 <= self.rotate.probability <= 1, "preprocess.rotate.probability", "must be in [0, 1]")
+        _check(0 <= self.rotate.max_degrees <= 180, "preprocess.rotate.max_degrees", "must be in [0, 180]")
+        _check(self.clahe.clip_limit > 0, "preprocess.clahe.clip_limit", "must be > 0")
+        _check(1 <= self.clahe.tile_grid <= 64, "preprocess.clahe.tile_grid", "must be in [1, 64]")
+        _check(self.histmatch.reference_images >= 1, "preprocess.histmatch.reference_images", "must be >= 1")
+        _check(len(self.histmatch.reference_splits) >= 1, "preprocess.histmatch.reference_splits", "must name a split")
+        _check(self.workers >= 0, "preprocess.workers", "must be >= 0")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "demo": DemoParams,
+    "ingest": IngestParams,
+    "audit": AuditParams,
+    "dedup": DedupParams,
+    "preprocess": PreprocessParams,
+}
+
+# ---- loading ----------------------------------------------------------------------------------
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ParamsError(f"{key}: {msg}")
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load(section: str, path: str | Path = "params.yaml", data: dict[str, Any] | None = None):
+    """Load one params.yaml section as its dataclass; a missing section takes the defaults."""
+    if section not in SECTIONS:
+        raise ParamsError(f"unknown params section {section!r}; known: {', '.join(SECTIONS)}")
+    data = read_params(path) if data is None else data
+    raw = data.get(section, {})
+    return build(SECTIONS[section], raw if raw is not None else {}, section)
+
+
+def build(cls: type, raw: Any, where: str):
+    """Build dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ParamsError(f"{where}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ParamsError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, where)
+            except ParamsError:
+                continue
+        raise ParamsError(f"{where}: {value!r} does not fit {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. dedup.similarity: 2.5
+        if not isinstance(value, str):
+            raise ParamsError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def workers(n: int) -> int | None:
+    """params `workers: 0` means all cores."""
+    return None if n == 0 else n
