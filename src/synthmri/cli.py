@@ -36,6 +36,11 @@ def _run(fn, *args, metrics: Path | None = None, **kwargs):
     return result
 
 
+def _load(section: str, path: Path):
+    """One params.yaml section, or a clean error naming the key (never a traceback)."""
+    return _run(P.load, section, path)
+
+
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Argument(help="folder to write the Kaggle-layout demo dataset into")],
@@ -44,8 +49,8 @@ def demo_data(
     """Generate the demo dataset: MNI152 slices with class-specific lesions and planted nuisances."""
     from synthmri.data.demo import make_demo_dataset
 
-    cfg = P.load("demo", params)
-    classes = P.load("data", params).classes
+    cfg = _load("demo", params)
+    classes = _load("data", params).classes
     summary = _run(make_demo_dataset, out_dir, cfg, classes)
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
@@ -60,7 +65,7 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, P.load("ingest", params), P.load("data", params).classes, metrics=metrics)
+    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes, metrics=metrics)
 
 
 @app.command()
@@ -74,7 +79,7 @@ def audit(
     """Paper §3: colour modes, dimensions, blur, imaging plane and intensity histograms."""
     from synthmri.data.audit import audit as run
 
-    _run(run, manifest, out_csv, plots_dir, P.load("audit", params), P.load("data", params).classes, metrics=metrics)
+    _run(run, manifest, out_csv, plots_dir, _load("audit", params), _load("data", params).classes, metrics=metrics)
 
 
 @app.command()
@@ -87,7 +92,7 @@ def dedup(
     """Paper §4.1: duplicate groups within Training, within Testing and across them (difPy's criterion)."""
     from synthmri.data.dedup import dedup as run
 
-    _run(run, manifest, out_csv, P.load("dedup", params), metrics=metrics)
+    _run(run, manifest, out_csv, _load("dedup", params), metrics=metrics)
 
 
 @app.command()
@@ -100,7 +105,7 @@ def preprocess(
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
 
-    _run(run, manifest, out_dir, P.load("preprocess", params), P.load("data", params).classes, metrics=metrics)
+    _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes, metrics=metrics)
 
 
 @app.command("params")
