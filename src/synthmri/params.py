@@ -93,13 +93,14 @@ class DedupParams:
     compare_engines: bool = True  # also run the other engine and report its counts
     similarity: str = "duplicates"  # difPy's criterion: 'duplicates' (MSE 0), 'similar' (MSE <= 5) or a number
     px_size: int = 50  # difPy compares bicubic px_size x px_size thumbnails
-    rotations: bool = True  # difPy also compares 90/180/270-degree rotations
+    rotations: bool = True  # also compare quarter turns (difPy: 0/90/180 of the 2nd image; fast: all four)
+    same_dim: bool = True  # difPy's default: only compare images of equal sorted (height, width)
     cross_split: bool = True  # remove Training images that duplicate a Testing image (leakage)
     workers: int = 0
 
     def __post_init__(self):
         self.mse_threshold  # validates `similarity`
-        _check(8 <= self.px_size <= 256, "dedup.px_size", "must be in [8, 256]")
+        _check(10 <= self.px_size <= 256, "dedup.px_size", "must be in [10, 256] (difPy refuses < 10)")
         _check(self.workers >= 0, "dedup.workers", "must be >= 0")
 
     @property
@@ -169,7 +170,12 @@ class PreprocessParams:
         _check(self.clahe.clip_limit > 0, "preprocess.clahe.clip_limit", "must be > 0")
         _check(1 <= self.clahe.tile_grid <= 64, "preprocess.clahe.tile_grid", "must be in [1, 64]")
         _check(self.histmatch.reference_images >= 1, "preprocess.histmatch.reference_images", "must be >= 1")
-        _check(len(self.histmatch.reference_splits) >= 1, "preprocess.histmatch.reference_splits", "must name a split")
+        splits = self.histmatch.reference_splits
+        _check(len(splits) >= 1, "preprocess.histmatch.reference_splits", "must name a split")
+        _check(len(set(splits)) == len(splits), "preprocess.histmatch.reference_splits", "must not repeat a split")
+        for key, names in (("square_classes", self.square_classes), ("balance.classes", b.classes)):
+            _check(len(set(names)) == len(names), f"preprocess.{key}", f"must not repeat a class, got {list(names)}")
+        _check(self.seed >= 0, "preprocess.seed", "must be >= 0")
         _check(self.workers >= 0, "preprocess.workers", "must be >= 0")
 
 

@@ -1,0 +1,341 @@
+"""The preprocess stage (paper §4.2-4.4): dedup's manifest in, 256x256 grayscale PNGs and a manifest out.
+
+Order: read -> grayscale -> aspect filter -> class balancing -> [N4] -> resize -> rotate -> CLAHE ->
+histogram matching -> write. The filters and every random draw are decided on the manifest in this
+process before any image is decoded, so results do not depend on the worker count. Each kept image
+is decoded once: pass 1 (parallel) takes it as far as CLAHE and keeps the uint8 result in memory;
+the class references are built from those; pass 2 (parallel) applies each image's lookup table and
+writes the PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from synthmri import params as P
+from synthmri.data import preprocess_ops as ops
+from synthmri.data.images import ImageError, read_gray, write_png
+from synthmri.io import default_workers, parallel_map, read_table, write_json, write_table
+
+SPLITS = ("train", "test")
+REQUIRED = ("split", "class", "relpath", "path", "width", "height", "plane", "dedup_status", "dedup_reason")
+
+# removal reasons: metrics count by these categories; the manifest's `reason` may add a detail
+DUPLICATE = "duplicate"
+ASPECT = "aspect ratio"
+NOT_DRAWN = "not drawn by class balancing"
+UNREADABLE = "unreadable"
+CHANGED = "changed since ingest"
+
+# one independent random stream per purpose, so e.g. switching rotation on for Testing never
+# changes which Training images the balancing draws
+_BALANCE, _ROTATE, _REFERENCE = 1, 2, 3
+
+
+def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: Sequence[str]) -> dict[str, Any]:
+    """Run the stage; write `out_dir/{train,test}/<class>/*.png`, `out_dir/manifest.csv` and
+    `out_dir/params.json` (the resolved settings); return the metrics."""
+    manifest, out_dir = Path(manifest), Path(out_dir)
+    classes = tuple(classes)
+    _check_params(cfg, classes)
+    df = read_table(manifest)
+    _check_manifest(df, classes, manifest)
+    _check_out_dir(out_dir, manifest)
+
+    reason = pd.Series("", index=df.index, dtype=object)
+    dup = df["dedup_status"] == "removed"
+    reason[dup] = [f"{DUPLICATE}: {r}" if r else DUPLICATE for r in df.loc[dup, "dedup_reason"]]
+    _aspect_filter(df, reason, cfg)
+    balance = _balance(df, reason, cfg)
+    rotation = _rotations(df, reason, cfg)
+
+    # pass 1: decode, [N4], resize, rotate, CLAHE -> uint8 in memory
+    kept = [i for i in df.index if reason[i] == ""]
+    jobs = [_Job(str(df.at[i, "path"]), int(df.at[i, "width"]), int(df.at[i, "height"]), float(rotation[i]), cfg)
+            for i in kept]
+    done = parallel_map(_prepare, jobs, desc="preprocess", workers=P.workers(cfg.workers), chunksize=_chunk(len(jobs), cfg))
+    images: dict[int, np.ndarray] = {}
+    for i, (img, why) in zip(kept, done):
+        if img is None:
+            reason[i] = why
+        else:
+            images[i] = img
+
+    # histogram matching references, one per class, from pass 1's images (paper §4.4.2)
+    refs, ref_meta = _references(df, images, cfg, classes) if cfg.histmatch.apply else ({}, {})
+
+    # pass 2: match and write
+    _clean(out_dir)
+    out_path = pd.Series("", index=df.index, dtype=object)
+    for i, name in _out_names(df.loc[list(images)]).items():
+        out_path[i] = _display(out_dir / df.at[i, "split"] / df.at[i, "class"] / name)
+    writes = [(images[i], _lut(images[i], refs.get(df.at[i, "class"])), out_path[i]) for i in images]
+    parallel_map(_write, writes, desc="write", workers=P.workers(cfg.workers), chunksize=_chunk(len(writes), cfg))
+
+    out = df.copy()
+    out["status"] = np.where(reason == "", "kept", "removed")
+    out["reason"] = reason
+    out["out_path"] = out_path
+    out["rotation"] = [float(rotation[i]) if i in images else 0.0 for i in df.index]
+    write_table(out, out_dir / "manifest.csv")
+    write_json(out_dir / "params.json", asdict(cfg))
+    return _metrics(out, reason, balance, ref_meta, cfg, classes)
+
+
+# ---- checks -------------------------------------------------------------------------------------
+
+
+def _check_params(cfg: P.PreprocessParams, classes: tuple[str, ...]) -> None:
+    """Cross-section checks params.py cannot make alone (they need data.classes)."""
+    for key, names in (("preprocess.square_classes", cfg.square_classes), ("preprocess.balance.classes", cfg.balance.classes)):
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise P.ParamsError(f"{key}: unknown class(es) {unknown}; data.classes is {list(classes)}")
+
+
+def _check_manifest(df: pd.DataFrame, classes: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected dedup's manifest (run `synthmri dedup` first)")
+    for col, allowed in (("split", SPLITS), ("class", classes), ("dedup_status", ("keep", "removed"))):
+        bad = df.loc[~df[col].isin(allowed), col]
+        if len(bad):
+            raise ValueError(f"{path}: column {col!r} has value(s) {sorted(set(map(str, bad)))[:5]} "
+                             f"(row {bad.index[0] + 2}); expected one of {list(allowed)}")
+    for col in ("width", "height"):
+        v = pd.to_numeric(df[col], errors="coerce")
+        if v.isna().any() or (v < 1).any() or (v != v.round()).any():
+            row = int(np.flatnonzero(v.isna() | (v < 1) | (v != v.round()))[0]) + 2
+            raise ValueError(f"{path}: column {col!r} must hold positive integers (row {row}: {df[col].iloc[row - 2]!r})")
+
+
+def _check_out_dir(out_dir: Path, manifest: Path) -> None:
+    m = manifest.resolve()
+    for stale in _owned(out_dir):
+        if m == stale.resolve() or stale.resolve() in m.parents:
+            raise ValueError(f"{manifest} lies in {stale}, which this stage rewrites: choose another output folder")
+
+
+# ---- decisions made on the manifest -------------------------------------------------------------
+
+
+def _aspect_filter(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> None:
+    """Paper §4.2, both splits (the paper's Table 1 counts Testing after the filter too)."""
+    for i in df.index[reason == ""]:
+        w, h = int(df.at[i, "width"]), int(df.at[i, "height"])
+        if not ops.aspect_ok(w, h, df.at[i, "class"] in cfg.square_classes, cfg.aspect_tolerance):
+            reason[i] = f"{ASPECT} {w}x{h}"
+
+
+def _balance(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> dict[str, dict[str, int]]:
+    """Paper §4.2: each listed class keeps a seeded sample of randint(min, max) Training images.
+
+    Each class draws from its own stream (seed, class name), over its candidates sorted by relpath.
+    """
+    out = {}
+    for cls in cfg.balance.classes:
+        cand = df.index[(df["split"] == "train") & (df["class"] == cls) & (reason == "")]
+        cand = list(df.loc[cand].sort_values("relpath").index)
+        rng = _rng(cfg.seed, _BALANCE, cls)
+        drawn = int(rng.integers(cfg.balance.min, cfg.balance.max, endpoint=True))
+        if drawn < len(cand):
+            chosen = set(rng.choice(len(cand), size=drawn, replace=False).tolist())
+            for j, i in enumerate(cand):
+                if j not in chosen:
+                    reason[i] = NOT_DRAWN
+        kept = min(drawn, len(cand))
+        out[cls] = {"available": len(cand), "drawn": drawn, "kept": kept, "short_by": drawn - kept}
+    return out
+
+
+def _rotations(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> pd.Series:
+    """Paper §4.3: with probability p, a uniform angle in [-max, max] degrees, rounded to 0.01° so the
+    manifest records exactly what was applied. Training only unless rotate.test (the paper's code
+    rotated Testing too). Each image draws from its own stream (seed, split/relpath), so its angle
+    does not depend on which other images were kept."""
+    angles = pd.Series(0.0, index=df.index)
+    r = cfg.rotate
+    for i in df.index[reason == ""]:
+        split = df.at[i, "split"]
+        if split == "test" and not r.test:
+            continue
+        rng = _rng(cfg.seed, _ROTATE, f"{split}/{df.at[i, 'relpath']}")
+        hit, angle = rng.random() < r.probability, rng.uniform(-r.max_degrees, r.max_degrees)
+        angles[i] = round(float(angle), 2) + 0.0 if hit else 0.0  # + 0.0: no "-0.0" in the manifest
+    return angles
+
+
+def _references(df: pd.DataFrame, images: dict[int, np.ndarray], cfg: P.PreprocessParams,
+                classes: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Paper §4.4.2: per class, the mean histogram of `reference_images` seeded-random images from
+    `reference_splits`, taken after CLAHE. With Training only, a Testing image is matched to a
+    reference it is not part of."""
+    h = cfg.histmatch
+    refs, meta = {}, {}
+    present = df.loc[list(images)]
+    for cls in classes:
+        if not (present["class"] == cls).any():
+            continue
+        cand = present[(present["class"] == cls) & present["split"].isin(h.reference_splits)]
+        cand = list(cand.sort_values(["split", "relpath"]).index)
+        if not cand:
+            raise ValueError(f"histogram matching: class {cls!r} has no kept image in "
+                             f"preprocess.histmatch.reference_splits {list(h.reference_splits)} to build a reference from")
+        rng = _rng(cfg.seed, _REFERENCE, cls)
+        pick = sorted(rng.choice(len(cand), size=min(h.reference_images, len(cand)), replace=False).tolist())
+        sample = [cand[j] for j in pick]
+        refs[cls] = ops.reference_cdf(np.stack([ops.histogram(images[i]) for i in sample]))
+        meta[cls] = {"images": len(sample), "per_split": {s: int((df.loc[sample, "split"] == s).sum()) for s in SPLITS}}
+    return refs, meta
+
+
+def _out_names(kept: pd.DataFrame) -> dict[int, str]:
+    """`<source stem>.png`, unique per split/class folder (case-insensitively): stems shared by
+    several sources become `<stem>-1`, `<stem>-2`, ... in relpath order, skipping taken names."""
+    names: dict[int, str] = {}
+    for _, g in kept.groupby(["split", "class"], sort=True):
+        g = g.sort_values("relpath")
+        stems = [PurePosixPath(str(r).replace("\\", "/")).stem for r in g["relpath"]]
+        counts = Counter(s.lower() for s in stems)
+        taken = {s.lower() for s in stems if counts[s.lower()] == 1}
+        for i, stem in zip(g.index, stems):
+            name = stem
+            if counts[stem.lower()] > 1:
+                k = 1
+                while f"{stem}-{k}".lower() in taken:
+                    k += 1
+                name = f"{stem}-{k}"
+                taken.add(name.lower())
+            names[i] = f"{name}.png"
+    return names
+
+
+# ---- the two parallel passes (module level: pickled to the workers) ------------------------------
+
+
+class _Job:
+    """Pass 1's work for one image: a small picklable record."""
+
+    __slots__ = ("path", "width", "height", "angle", "size", "n4", "clahe")
+
+    def __init__(self, path: str, width: int, height: int, angle: float, cfg: P.PreprocessParams):
+        self.path, self.width, self.height, self.angle = path, width, height, angle
+        self.size, self.n4 = cfg.size, cfg.n4
+        self.clahe = (cfg.clahe.clip_limit, cfg.clahe.tile_grid) if cfg.clahe.enabled else None
+
+
+def _prepare(job: _Job) -> tuple[np.ndarray | None, str]:
+    """Decode once and take the image through [N4], resize, rotate and CLAHE; a file that fails
+    becomes a removal reason, never a crash."""
+    try:
+        img = read_gray(job.path)  # paper §4: grayscale, whatever the file's mode
+    except (ImageError, OSError) as e:
+        return None, f"{UNREADABLE}: {e}"
+    if img.shape != (job.height, job.width):
+        return None, f"{CHANGED}: now {img.shape[1]}x{img.shape[0]}, manifest says {job.width}x{job.height}"
+    if job.n4:
+        img = ops.n4(img)  # before any interpolation, on the image as acquired
+    img = ops.resize(img, job.size)  # paper §4.2
+    img = ops.rotate(img, job.angle)  # paper §4.3
+    if job.clahe is not None:
+        img = ops.clahe(img, *job.clahe)  # paper §4.4.1
+    return img, ""
+
+
+def _write(item: tuple[np.ndarray, np.ndarray | None, str]) -> None:
+    img, lut, path = item
+    write_png(path, img if lut is None else lut[img])  # paper §4.4.2: the matched image is saved
+
+
+def _lut(img: np.ndarray, ref: np.ndarray | None) -> np.ndarray | None:
+    return None if ref is None else ops.match_lut(ops.histogram(img), ref)
+
+
+def _chunk(n: int, cfg: P.PreprocessParams) -> int:
+    """Chunks small enough that every worker gets work on small sets too (at most 16)."""
+    workers = P.workers(cfg.workers) or default_workers()
+    return max(1, min(16, n // (4 * workers)))
+
+
+# ---- outputs ------------------------------------------------------------------------------------
+
+
+def _owned(out_dir: Path) -> list[Path]:
+    """What this stage writes inside out_dir, and so removes first (a rerun gives exactly the new set)."""
+    return [out_dir / s for s in SPLITS] + [out_dir / "manifest.csv", out_dir / "params.json"]
+
+
+def _clean(out_dir: Path) -> None:
+    for p in _owned(out_dir):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _display(p: Path) -> str:
+    """A path as the manifest's `path` column has them: relative to the working folder when inside it."""
+    a = Path(os.path.abspath(p))
+    try:
+        return a.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return a.as_posix()
+
+
+def _metrics(out: pd.DataFrame, reason: pd.Series, balance: dict, ref_meta: dict,
+             cfg: P.PreprocessParams, classes: tuple[str, ...]) -> dict[str, Any]:
+    kept = out[out["status"] == "kept"]
+    split_counts = {
+        s: {"total": int((kept["split"] == s).sum()),
+            "per_class": {c: int(((kept["split"] == s) & (kept["class"] == c)).sum()) for c in classes}}
+        for s in SPLITS
+    }
+    train = kept[kept["split"] == "train"]
+    planes = sorted(set(train["plane"].astype(str)))
+    table2 = {(p or "unknown"): {c: int(((train["plane"].astype(str) == p) & (train["class"] == c)).sum()) for c in classes}
+              for p in planes}
+    categories = Counter(_category(r) for r in reason if r)
+    n_in, n_kept = len(out), len(kept)
+    n_removed = int((out["status"] == "removed").sum())
+    if n_in != n_kept + n_removed or n_removed != sum(categories.values()):
+        raise RuntimeError(f"preprocess counts do not reconcile: in {n_in}, kept {n_kept}, removed {n_removed}")
+    return {
+        **split_counts,
+        "table2": table2,  # paper Table 2: final Training set by plane and class
+        "removed": {k: categories[k] for k in sorted(categories)},
+        "balance": balance,
+        "rotated": {s: int(((kept["split"] == s) & (kept["rotation"] != 0)).sum()) for s in SPLITS},
+        "reference": ref_meta,
+        "reconcile": {"in": n_in, "kept": n_kept, "removed": n_removed},
+        "histmatch_applied": cfg.histmatch.apply,
+        "reference_splits": list(cfg.histmatch.reference_splits),
+        "rotate_test": cfg.rotate.test,
+        "clahe": cfg.clahe.enabled,
+        "n4": cfg.n4,
+        "size": cfg.size,
+        "seed": cfg.seed,
+    }
+
+
+def _category(reason: str) -> str:
+    for cat in (DUPLICATE, ASPECT, NOT_DRAWN, UNREADABLE, CHANGED):
+        if reason.startswith(cat):
+            return cat
+    return reason
+
+
+def _rng(seed: int, purpose: int, key: str) -> np.random.Generator:
+    """A generator for one (seed, purpose, key): a stable 64-bit hash of the key, not Python's
+    salted hash(), so every run and every worker count draws the same numbers."""
+    digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([seed, purpose, digest])
