@@ -77,8 +77,8 @@ class AuditParams:
     blur_threshold: float = 50.0  # Laplacian variance below this is blurry (paper §3.2.3)
     histogram_samples: int = 100  # images per class drawn for the histogram plot (paper §3.3, Fig. 4)
     plane_features_px: int = 32  # side of the thumbnail the plane clustering looks at
-    seed: int = 33
-    workers: int = 0
+    seed: int = 33  # plane clustering (KMeans random_state) and the histogram plot's sample
+    workers: int = 0  # decoding processes; 0 = all cores
 
     def __post_init__(self):
         _check(self.blur_threshold >= 0, "audit.blur_threshold", "must be >= 0")
