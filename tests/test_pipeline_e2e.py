@@ -1,0 +1,74 @@
+"""End to end: the real `dvc` CLI runs the demo profile in a temporary copy of the repository.
+
+This is the proof that dvc.yaml, params.yaml, conf/ and the stage commands fit together: a first
+`dvc exp run -S profile=demo` runs every stage, a second `dvc repro` runs nothing, and a change to one
+param reruns only the stages that read it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_project, ran, sh
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, root, venv_env) -> Path:
+    return copy_project(root, tmp_path_factory.mktemp("e2e") / "repo", venv_env)
+
+
+@pytest.fixture(scope="module")
+def first_run(repo, venv_env) -> str:
+    return sh(["dvc", "exp", "run", "-S", "profile=demo"], repo, venv_env)
+
+
+def test_demo_profile_runs_every_stage(repo, first_run):
+    assert {"demo_data", "ingest", "audit", "dedup", "preprocess"} <= ran(first_run)
+    params = (repo / "params.yaml").read_text()
+    assert "profile_name: demo" in params
+
+    ingest = json.loads((repo / "metrics/ingest.json").read_text())
+    assert ingest["files"] == ingest["images"] + ingest["quarantined"]
+    assert ingest["quarantined"] >= 3  # the demo's truncated, empty and non-image files
+
+    dedup = json.loads((repo / "metrics/dedup.json").read_text())
+    assert dedup["cross_split"]["removed"] > 0  # the demo plants train<->test leakage
+    assert dedup["train"]["removed"] > 0
+
+    processed = pd.read_csv(repo / "data/processed/manifest.csv", keep_default_na=False)
+    kept = processed[processed.status == "kept"]
+    assert len(processed) == ingest["images"]  # every ingested image is accounted for
+    assert all((repo / p).is_file() for p in kept.out_path)
+    test_shas = set(processed[processed.split == "test"].sha256)
+    assert not (set(kept[kept.split == "train"].sha256) & test_shas)  # no byte-identical leakage
+    for name in ("dimensions.png", "class_plane.png", "histograms.png"):
+        assert (repo / "plots/audit" / name).stat().st_size > 0
+
+
+def test_second_repro_runs_nothing(repo, first_run, venv_env):
+    out = sh(["dvc", "repro"], repo, venv_env)
+    assert ran(out) == set(), out
+    assert "up to date" in sh(["dvc", "status"], repo, venv_env)
+
+
+def test_one_param_reruns_only_its_readers(repo, first_run, venv_env):
+    before = (repo / "data/interim/dedup.csv").read_bytes()
+    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "audit.blur_threshold=80"], repo, venv_env)
+    assert ran(out) == {"audit"}, out  # lap_var is stored raw: the threshold changes only metrics
+    assert (repo / "data/interim/dedup.csv").read_bytes() == before
+
+    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "preprocess.clahe.clip_limit=3.0"], repo, venv_env)
+    assert ran(out) == {"preprocess"}, out
+
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, venv_env, stdout_only=True))
+    thresholds = {
+        rev["data"]["metrics"]["metrics/audit.json"]["data"]["blur"]["threshold"]
+        for entry in shown[1:] for exp in entry["experiments"] or [] for rev in exp["revs"]
+    }
+    assert {50.0, 80.0} <= thresholds  # `dvc exp show` lists each variant with its own metrics
