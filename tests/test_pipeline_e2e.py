@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
+
+from synthmri import CLASSES
 
 from tests.conftest import copy_project, ran, sh
 
@@ -29,7 +32,9 @@ def first_run(repo, venv_env) -> str:
 
 
 def test_demo_profile_runs_every_stage(repo, first_run):
-    assert {"demo_data", "ingest", "audit", "dedup", "preprocess"} <= ran(first_run)
+    stages = {"demo_data", "ingest", "audit", "dedup", "preprocess"}
+    stages |= {f"{stage}@{c}" for stage in ("train_generator", "generate") for c in CLASSES}
+    assert ran(first_run) == stages
     params = (repo / "params.yaml").read_text()
     assert "profile_name: demo" in params
 
@@ -51,6 +56,18 @@ def test_demo_profile_runs_every_stage(repo, first_run):
         assert (repo / "plots/audit" / name).stat().st_size > 0
 
 
+def test_demo_trains_and_samples_one_generator_per_class(repo, first_run):
+    for cls in CLASSES:
+        model = repo / "models/generators" / cls
+        assert (model / "model.safetensors").stat().st_size > 0 and (model / "config.json").is_file()
+        pngs = sorted((repo / "data/synthetic" / cls).glob("*.png"))
+        assert len(pngs) == 24  # generate.n_per_class of the demo profile
+        with Image.open(pngs[0]) as im:
+            assert im.mode == "L" and im.size == (64, 64)
+        trained = json.loads((repo / "metrics/generator" / f"{cls}.json").read_text())
+        assert trained["class"] == cls and trained["train_images"] > 0
+
+
 def test_second_repro_runs_nothing(repo, first_run, venv_env):
     out = sh(["dvc", "repro"], repo, venv_env)
     assert ran(out) == set(), out
@@ -63,8 +80,8 @@ def test_one_param_reruns_only_its_readers(repo, first_run, venv_env):
     assert ran(out) == {"audit"}, out  # lap_var is stored raw: the threshold changes only metrics
     assert (repo / "data/interim/dedup.csv").read_bytes() == before
 
-    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "preprocess.clahe.clip_limit=3.0"], repo, venv_env)
-    assert ran(out) == {"preprocess"}, out
+    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "generate.seed=1"], repo, venv_env)
+    assert ran(out) == {f"generate@{c}" for c in CLASSES}, out  # the trained generators are reused
 
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, venv_env, stdout_only=True))
     thresholds = {

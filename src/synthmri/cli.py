@@ -3,6 +3,7 @@ calls one function, and writes its metrics; the work lives in the modules it cal
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
@@ -23,16 +24,33 @@ class StageError(Exception):
     """An error a user can fix (bad input, bad params); printed without a traceback."""
 
 
+# OSErrors a user fixes outside the code (permissions, a read-only or full disk): a message, not a traceback
+_DISK_ERRORS = {
+    errno.EACCES: "check that the inputs are readable and the output folder is writable by this user",
+    errno.EPERM: "check that the inputs are readable and the output folder is writable by this user",
+    errno.EROFS: "the output folder is on a read-only file system: choose another output path",
+    errno.ENOSPC: "the disk is full: free space or put the outputs on a larger disk, then rerun",
+    errno.EDQUOT: "the disk quota is used up: free space or put the outputs elsewhere, then rerun",
+    errno.EFBIG: "a file hit the size limit of this file system or process (ulimit -f)",
+}
+
+
 def _run(fn, *args, metrics: Path | None = None, **kwargs):
     from synthmri.data.images import ImageError
 
     try:
         result = fn(*args, **kwargs)
+        if metrics is not None and result is not None:
+            write_json(metrics, result)
     except (P.ParamsError, StageError, ImageError, FileNotFoundError, NotADirectoryError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
-    if metrics is not None and result is not None:
-        write_json(metrics, result)
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        where = f": {e.filename}" if e.filename else ""  # atomic writes name their temporary beside the target
+        err.print(f"[bold red]error:[/] {e.strerror}{where} ({_DISK_ERRORS[e.errno]})", highlight=False)
+        raise typer.Exit(2) from None
     return result
 
 
@@ -120,7 +138,45 @@ def params_cmd(
     _run(compose, overrides or [], out, conf_dir)
     for section in P.SECTIONS:  # refuse a composition the stages would refuse
         _run(P.load, section, out)
+    from synthmri.generative.config import load_generate, load_generator
+
+    data = P.read_params(out)
+    _run(load_generator, data.get("generator"))
+    _run(load_generate, data.get("generate"))
     err.print(f"wrote {out} ({' '.join(overrides or []) or 'profile=paper'})")
+
+
+@app.command("train-generator")
+def train_generator(
+    manifest: Annotated[Path, typer.Argument(help="preprocess's manifest.csv")],
+    cls: Annotated[str, typer.Argument(help="the class to train on (one generator per class, paper §5.1)")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for model.safetensors + config.json")],
+    live_dir: Annotated[Path | None, typer.Option("--live", help="dvclive folder (losses, sample grids)")] = None,
+    checkpoints: Annotated[Path | None, typer.Option("--checkpoints", help="folder for the resumable checkpoint")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Train one class's generator (DDPM or DCGAN: `generator.kind`); resumes from its last checkpoint.
+
+    The same command runs on N GPUs under `torchrun --nproc_per_node N -m synthmri.cli train-generator ...`.
+    """
+    from synthmri.generative.commands import train_generator_cmd
+
+    _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics)
+
+
+@app.command()
+def generate(
+    model_dir: Annotated[Path, typer.Argument(help="a trained generator's folder")],
+    cls: Annotated[str, typer.Argument(help="its class")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for the synthetic PNGs and their manifest.csv")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM), batched and seeded (paper §5.1.3)."""
+    from synthmri.generative.commands import generate_cmd
+
+    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics)
 
 
 @app.command()

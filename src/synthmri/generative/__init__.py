@@ -1,0 +1,6 @@
+"""Generators, one per class: DDPM with MONAI (paper §5.1) and DCGAN (seeds 003/004).
+
+`train.train_generator` trains one class from the preprocess manifest (checkpoints, resume, dvclive,
+DDP); `sample.generate` writes its synthetic images. `config` holds the typed params; `registry`
+maps `generator.kind` to a model; `runtime` is the one place for device, precision and seeds.
+"""
