@@ -66,3 +66,24 @@ def copy_project(root: Path, dst: Path, env: dict[str, str]) -> Path:
     sh(["git", "add", "-A"], dst, env)
     sh(["git", "commit", "-qm", "project"], dst, env)
     return dst
+
+
+DATA_END = "preprocess"  # the data pipeline's last stage: tests that target it stay fast as the pipeline grows
+
+
+@pytest.fixture(scope="session")
+def demo_baseline(tmp_path_factory, root, venv_env) -> Path:
+    """The project on the demo profile with the data pipeline run once and committed, its outputs in its
+    DVC cache. Shared by several test modules: take a `private_copy`, never change this one."""
+    repo = copy_project(root, tmp_path_factory.mktemp("baseline") / "repo", venv_env)
+    sh(["synthmri", "params", "profile=demo"], repo, venv_env)
+    sh(["dvc", "repro", DATA_END], repo, venv_env)
+    sh(["git", "add", "-A"], repo, venv_env)
+    sh(["git", "commit", "-qm", "demo data pipeline"], repo, venv_env)
+    return repo
+
+
+def private_copy(repo: Path, dst: Path) -> Path:
+    """A full copy of a repository (git history, workspace, DVC cache) to change freely."""
+    shutil.copytree(repo, dst, symlinks=True)
+    return dst
