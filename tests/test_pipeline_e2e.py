@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from synthmri import CLASSES
@@ -34,6 +35,8 @@ def first_run(repo, venv_env) -> str:
 def test_demo_profile_runs_every_stage(repo, first_run):
     stages = {"demo_data", "ingest", "audit", "dedup", "preprocess"}
     stages |= {f"{stage}@{c}" for stage in ("train_generator", "generate") for c in CLASSES}
+    stages |= {f"classify@{s}" for s in yaml.safe_load((repo / "params.yaml").read_text())["classify"]["scenarios"]}
+    stages |= {"ratio", "report"}
     assert ran(first_run) == stages
     params = (repo / "params.yaml").read_text()
     assert "profile_name: demo" in params
@@ -57,15 +60,26 @@ def test_demo_profile_runs_every_stage(repo, first_run):
 
 
 def test_demo_trains_and_samples_one_generator_per_class(repo, first_run):
+    n = yaml.safe_load((repo / "params.yaml").read_text())["generate"]["n_per_class"]
     for cls in CLASSES:
         model = repo / "models/generators" / cls
         assert (model / "model.safetensors").stat().st_size > 0 and (model / "config.json").is_file()
         pngs = sorted((repo / "data/synthetic" / cls).glob("*.png"))
-        assert len(pngs) == 24  # generate.n_per_class of the demo profile
+        assert len(pngs) == n
         with Image.open(pngs[0]) as im:
             assert im.mode == "L" and im.size == (64, 64)
         trained = json.loads((repo / "metrics/generator" / f"{cls}.json").read_text())
         assert trained["class"] == cls and trained["train_images"] > 0
+
+
+def test_demo_classifies_every_scenario_and_reports(repo, first_run):
+    baseline = json.loads((repo / "metrics/scenarios/baseline.json").read_text())
+    assert baseline["accuracy"]["mean"] > 0.25  # four classes: better than chance even at demo sizes
+    processed = pd.read_csv(repo / "data/processed/manifest.csv", keep_default_na=False)
+    assert baseline["test_images"] == ((processed.split == "test") & (processed.status == "kept")).sum()
+    assert (repo / "reports/README.md").read_text().count("|") > 20  # tables beside the paper's
+    ratio = json.loads((repo / "metrics/ratio.json").read_text())
+    assert ratio["ratio"] == 1.0 and "vs_baseline" in ratio
 
 
 def test_second_repro_runs_nothing(repo, first_run, venv_env):
@@ -80,8 +94,9 @@ def test_one_param_reruns_only_its_readers(repo, first_run, venv_env):
     assert ran(out) == {"audit"}, out  # lap_var is stored raw: the threshold changes only metrics
     assert (repo / "data/interim/dedup.csv").read_bytes() == before
 
-    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "generate.seed=1"], repo, venv_env)
-    assert ran(out) == {f"generate@{c}" for c in CLASSES}, out  # the trained generators are reused
+    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "ratio=2"], repo, venv_env)
+    assert ran(out) == {"ratio"}, out  # the ratio sweep reuses every generator and scenario
+    assert json.loads((repo / "metrics/ratio.json").read_text())["ratio"] == 2.0
 
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, venv_env, stdout_only=True))
     thresholds = {

@@ -143,6 +143,13 @@ def params_cmd(
     data = P.read_params(out)
     _run(load_generator, data.get("generator"))
     _run(load_generate, data.get("generate"))
+    from synthmri.classify.config import load_classify, load_ratio
+
+    _run(load_classify, data.get("classify"))
+    _run(load_ratio, data.get("ratio", 0))
+    from synthmri.fidelity.config import load_fidelity
+
+    _run(load_fidelity, data.get("fidelity"))
     err.print(f"wrote {out} ({' '.join(overrides or []) or 'profile=paper'})")
 
 
@@ -177,6 +184,84 @@ def generate(
     from synthmri.generative.commands import generate_cmd
 
     _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics)
+
+
+@app.command()
+def fidelity(
+    manifest: Annotated[Path, typer.Argument(help="preprocess's manifest.csv (real reference: kept Training images)")],
+    synthetic_dir: Annotated[Path, typer.Argument(help="data/synthetic (one folder per class)")],
+    out_json: Annotated[Path, typer.Argument(help="metrics/fidelity.json")],
+    plots_dir: Annotated[Path, typer.Option("--plots", help="folder for memorisation pairs and table")] = Path("plots/fidelity"),
+    params: ParamsOpt = Path("params.yaml"),
+):
+    """Paper §5.1.3, §6.1: FID and IS per class (plus KID, precision/recall, real-vs-real floor, memorisation)."""
+    from synthmri.fidelity.commands import fidelity_cmd
+
+    _run(fidelity_cmd, manifest, synthetic_dir, out_json, plots_dir, params)
+
+
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weight files under models/pretrained/.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="inception, vgg19, resnet50, resnet152, mobilenet_v2 (default: all)")] = None,
+    dest: Annotated[Path, typer.Option("--dest", help="folder to put them in")] = Path("models/pretrained"),
+):
+    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained`."""
+    from synthmri.fidelity.commands import weights_fetch_cmd
+
+    for row in _run(weights_fetch_cmd, names or [], dest):
+        err.print(f"{row['status']:>10}  {row['path']}  sha256 {row['sha256'][:16]}…")
+
+
+@app.command()
+def classify(
+    scenario: Annotated[str, typer.Argument(help="a key of classify.scenarios in params.yaml")],
+    manifest: Annotated[Path, typer.Argument(help="preprocess's manifest.csv (the test set is its kept Testing rows)")],
+    synthetic_dir: Annotated[Path, typer.Argument(help="data/synthetic (one folder per class)")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for predictions.csv")],
+    live_dir: Annotated[Path | None, typer.Option("--live", help="dvclive folder (per-epoch curves)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Train and evaluate one scenario for every seed (paper §5.2.2): mean ± std, bootstrap CIs."""
+    from synthmri.classify.commands import classify_cmd
+
+    _run(classify_cmd, scenario, manifest, synthetic_dir, out_dir, params, live_dir, metrics=metrics)
+
+
+@app.command()
+def ratio(
+    manifest: Annotated[Path, typer.Argument(help="preprocess's manifest.csv")],
+    synthetic_dir: Annotated[Path, typer.Argument(help="data/synthetic")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for predictions.csv")],
+    baseline_dir: Annotated[Path | None, typer.Option("--baseline", help="the baseline scenario's folder (McNemar)")] = None,
+    plot_csv: Annotated[Path | None, typer.Option("--plot", help="CSV row per seed for the ratio curve")] = None,
+    live_dir: Annotated[Path | None, typer.Option("--live", help="dvclive folder")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """All real images plus `ratio` synthetic images per real image, every class (`dvc exp run -S ratio=2`)."""
+    from synthmri.classify.commands import ratio_cmd
+
+    _run(ratio_cmd, manifest, synthetic_dir, out_dir, params, live_dir, baseline_dir, plot_csv, metrics=metrics)
+
+
+@app.command()
+def report(
+    metrics_dir: Annotated[Path, typer.Argument(help="metrics/scenarios")],
+    predictions_dir: Annotated[Path, typer.Argument(help="data/classify")],
+    out_dir: Annotated[Path, typer.Argument(help="reports/")],
+    fidelity_json: Annotated[Path | None, typer.Option("--fidelity", help="metrics/fidelity.json, if computed")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Tables in the shape of the paper's Tables 3-6 beside its numbers, and Figures 11-17."""
+    from synthmri.classify.commands import report_cmd
+
+    _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, metrics=metrics)
 
 
 @app.command()

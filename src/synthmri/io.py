@@ -54,6 +54,16 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def manifest_path(p: str | os.PathLike) -> str:
+    """A path as manifests store it: POSIX, relative to the working directory (the repo root under DVC)
+    when below it, else absolute, so a pipeline pulled onto another machine still resolves."""
+    a = Path(os.path.abspath(p))
+    try:
+        return a.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return a.as_posix()
+
+
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from synthmri import SPLITS
 from synthmri.data.images import ImageError, open_image, sha256_file, to_gray
-from synthmri.io import parallel_map, write_table
+from synthmri.io import manifest_path, parallel_map, write_table
 from synthmri.params import IngestParams
 from synthmri.params import workers as n_workers
 
@@ -106,7 +106,7 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
     for f in found:
         info = decoded.get(f.relpath, {"reason": f.reason})
         row = {"split": f.split, "class": f.cls, "relpath": _printable(f.relpath),
-               "path": _printable(_shown_path(f.path))}
+               "path": _printable(manifest_path(f.path))}
         if "reason" in info:
             quarantined.append({**row, "reason": info["reason"]})
         else:
@@ -343,15 +343,6 @@ def _utf8(s: str) -> bool:
 def _printable(s: str) -> str:
     """A file name as CSV can hold it: undecodable bytes become \\xNN."""
     return s if _utf8(s) else os.fsencode(s).decode("utf-8", "backslashreplace")
-
-
-def _shown_path(p: Path) -> str:
-    """POSIX path for later stages: relative to the working directory when below it, else absolute."""
-    a = Path(os.path.abspath(p))
-    try:
-        return a.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return a.as_posix()
 
 
 # ---- zip archives -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pandas as pd
 from synthmri import params as P
 from synthmri.data import preprocess_ops as ops
 from synthmri.data.images import ImageError, read_gray, write_png
-from synthmri.io import default_workers, parallel_map, read_table, write_json, write_table
+from synthmri.io import default_workers, manifest_path, parallel_map, read_table, write_json, write_table
 
 SPLITS = ("train", "test")
 REQUIRED = ("split", "class", "relpath", "path", "width", "height", "plane", "dedup_status", "dedup_reason")
@@ -77,7 +77,7 @@ def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: 
     _clean(out_dir)
     out_path = pd.Series("", index=df.index, dtype=object)
     for i, name in _out_names(df.loc[list(images)]).items():
-        out_path[i] = _display(out_dir / df.at[i, "split"] / df.at[i, "class"] / name)
+        out_path[i] = manifest_path(out_dir / df.at[i, "split"] / df.at[i, "class"] / name)
     writes = [(images[i], _lut(images[i], refs.get(df.at[i, "class"])), out_path[i]) for i in images]
     parallel_map(_write, writes, desc="write", workers=P.workers(cfg.workers), chunksize=_chunk(len(writes), cfg))
 
@@ -281,15 +281,6 @@ def _clean(out_dir: Path) -> None:
         elif p.exists() or p.is_symlink():
             p.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _display(p: Path) -> str:
-    """A path as the manifest's `path` column has them: relative to the working folder when inside it."""
-    a = Path(os.path.abspath(p))
-    try:
-        return a.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return a.as_posix()
 
 
 def _metrics(out: pd.DataFrame, reason: pd.Series, balance: dict, ref_meta: dict,

@@ -1,0 +1,112 @@
+"""Classifier registry: VGG-19 as the paper's code built it, and the related projects' ResNet50,
+ResNet152 and MobileNetV2. ImageNet weights are files under models/pretrained/, never downloaded here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from synthmri.classify.config import ModelParams
+
+# torchvision's own file names, so `synthmri weights fetch` and torch.hub caches agree
+WEIGHT_FILES = {
+    "vgg19": Path(torchvision.models.VGG19_Weights.IMAGENET1K_V1.url).name,
+    "resnet50": Path(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url).name,
+    "resnet152": Path(torchvision.models.ResNet152_Weights.IMAGENET1K_V1.url).name,
+    "mobilenet_v2": Path(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url).name,
+}
+
+# VGG-19 features indices of block5_conv2, block5_conv3, block5_conv4 (Keras names)
+_VGG_TRAINABLE = (30, 32, 34)
+
+
+class VGG19Classifier(nn.Module):
+    """Keras VGG19(include_top=False) + Flatten, Dropout 0.3, Dense 256 ReLU, Dropout 0.2, Dense k (paper's code)."""
+
+    def __init__(self, n_classes: int, image_size: int):
+        super().__init__()
+        self.features = torchvision.models.vgg19(weights=None).features
+        side = image_size // 32
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.3), nn.Linear(512 * side * side, 256), nn.ReLU(inplace=True),
+            nn.Dropout(0.2), nn.Linear(256, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def load_backbone(self, state: dict) -> None:
+        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        self.features.load_state_dict(feats)
+
+    def freeze_as_paper(self) -> None:
+        """Everything frozen except block5_conv2-4 and the head (paper's code)."""
+        for i, layer in enumerate(self.features):
+            for p in layer.parameters():
+                p.requires_grad = i in _VGG_TRAINABLE
+
+
+def _vgg19(n_classes: int, image_size: int) -> nn.Module:
+    return VGG19Classifier(n_classes, image_size)
+
+
+def _resnet(builder: Callable[..., nn.Module]) -> Callable[[int, int], nn.Module]:
+    def make(n_classes: int, image_size: int) -> nn.Module:
+        net = builder(weights=None)
+        net.load_backbone = _loader(net, drop=("fc.",))  # type: ignore[attr-defined]
+        net.fc = nn.Linear(net.fc.in_features, n_classes)
+        return net
+
+    return make
+
+
+def _mobilenet_v2(n_classes: int, image_size: int) -> nn.Module:
+    net = torchvision.models.mobilenet_v2(weights=None)
+    net.load_backbone = _loader(net, drop=("classifier.",))  # type: ignore[attr-defined]
+    net.classifier[1] = nn.Linear(net.classifier[1].in_features, n_classes)
+    return net
+
+
+def _loader(net: nn.Module, drop: tuple[str, ...]):
+    def load(state: dict) -> None:
+        kept = {k: v for k, v in state.items() if not k.startswith(drop)}
+        missing, unexpected = net.load_state_dict(kept, strict=False)
+        bad = [k for k in missing if not k.startswith(drop)]
+        if bad or unexpected:
+            raise ValueError(f"pretrained weights do not fit: missing {bad[:3]}, unexpected {list(unexpected)[:3]}")
+
+    return load
+
+
+ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
+    "vgg19": _vgg19,
+    "resnet50": _resnet(torchvision.models.resnet50),
+    "resnet152": _resnet(torchvision.models.resnet152),  # seed 003 used Keras ResNet152V2; torchvision has v1
+    "mobilenet_v2": _mobilenet_v2,
+}
+
+
+def weights_path(cfg: ModelParams) -> Path:
+    return Path(cfg.weights_dir) / WEIGHT_FILES[cfg.arch]
+
+
+def build_model(cfg: ModelParams, n_classes: int, image_size: int) -> nn.Module:
+    """A fresh classifier; ImageNet backbone weights from `weights_path(cfg)` when `cfg.pretrained`."""
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown classifier {cfg.arch!r}; known: {', '.join(ARCHITECTURES)}")
+    net = ARCHITECTURES[cfg.arch](n_classes, image_size)
+    if cfg.pretrained:
+        path = weights_path(cfg)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained {cfg.arch} weights not found: {path}. Run `synthmri weights fetch` (needs network), "
+                f"or set classify.model.pretrained: false to train from random weights")
+        state = torch.load(path, map_location="cpu", weights_only=True)  # safe: tensors only
+        net.load_backbone(state)
+    if cfg.trainable == "paper" and isinstance(net, VGG19Classifier):
+        net.freeze_as_paper()
+    return net

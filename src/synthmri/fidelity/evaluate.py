@@ -1,0 +1,203 @@
+"""The fidelity stage (paper §5.1.3, §6.1, Tables 3 and 4): per class, generated vs real images.
+
+Reference set of a class (the paper's): its preprocessed Training images, `status == kept` rows of
+the preprocess manifest with `split == train`; the same for every generator, so numbers compare
+across experiments. The real-vs-real floor the paper also reported is its preprocessed Testing
+images against that reference. All metrics use one extractor (torch-fidelity's FID Inception, from
+`models/pretrained/`): FID, KID and precision/recall on its 2048-d pool features, IS on its logits.
+
+Outputs: the metrics JSON (a key per class, then `summary`, `reference`, `extractor`,
+`feature_cache`), `<plots>/memorisation_<class>.png` (closest synthetic-real pairs) and
+`<plots>/memorisation.csv` (every synthetic file: its nearest real images, or why it was not used).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from synthmri.fidelity import memorisation as mem
+from synthmri.fidelity import metrics as M
+from synthmri.fidelity.config import FidelityParams
+from synthmri.fidelity.features import INCEPTION, FeatureCache, ImageSet, build_extractor, extract, load_images
+from synthmri.io import read_table, write_json, write_table
+
+REQUIRED = ("split", "class", "status", "out_path")
+SYNTHETIC_MANIFEST = "manifest.csv"
+SYNTHETIC_SUFFIXES = (".png", ".jpg", ".jpeg")
+REFERENCE = {
+    "real": "the class's preprocessed Training images (split train, status kept) of the preprocess manifest",
+    "real_floor": "the class's preprocessed Testing images (split test, status kept) against that reference",
+    "input": "grayscale uint8 PNG repeated to 3 channels, resized by the extractor to 299x299",
+}
+RESERVED = ("summary", "reference", "extractor", "feature_cache")  # top-level keys beside the classes
+_err = Console(stderr=True)
+
+
+def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path, cfg: FidelityParams,
+             classes: Sequence[str], *, extractor_name: str = INCEPTION) -> dict[str, Any]:
+    """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics."""
+    from synthmri.generative.runtime import resolve_device, set_threads
+    from synthmri.params import workers as n_workers
+
+    processed_manifest, synthetic_dir, plots_dir = Path(processed_manifest), Path(synthetic_dir), Path(plots_dir)
+    clash = sorted(set(classes) & set(RESERVED))
+    if clash:
+        raise ValueError(f"class name(s) {clash} collide with keys of the metrics JSON ({', '.join(RESERVED)})")
+    df = read_table(processed_manifest)
+    _check_manifest(df, processed_manifest)
+    plan = {c: (_real_paths(df, c, "train"), _real_paths(df, c, "test"), synthetic_paths(synthetic_dir, c))
+            for c in classes}
+    for c, (train, _, synth) in plan.items():
+        if len(train) < 2:
+            raise ValueError(f"{processed_manifest}: class {c!r} has {len(train)} kept Training image(s); "
+                             "the reference set needs at least 2")
+        if len(synth) < 2:
+            raise ValueError(f"{synthetic_dir / c}: {len(synth)} synthetic image(s) for class {c!r}; need at least 2 "
+                             f"(run the generate@{c} stage first)")
+
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    extractor = build_extractor(device, weights=None if cfg.random_weights else cfg.weights,
+                                random_seed=cfg.weights_seed if cfg.random_weights else None, name=extractor_name)
+    cache = FeatureCache(cfg.cache_dir)
+    workers = n_workers(cfg.workers)
+
+    per_class: dict[str, Any] = {}
+    tables: list[pd.DataFrame] = []
+    seconds = {"real": 0.0, "synthetic": 0.0}
+    for c, paths in plan.items():
+        per_class[c] = _one_class(c, paths, extractor, cache, cfg, plots_dir, workers, tables, seconds)
+
+    write_table(pd.concat(tables, ignore_index=True), plots_dir / "memorisation.csv")
+    _err.print(f"fidelity: real-set features {seconds['real']:.1f} s ({cache.hits} set(s) from cache, "
+               f"{cache.misses} extracted), synthetic features {seconds['synthetic']:.1f} s")
+    out = {  # one top-level key per class (`dvc exp show`: glioma.fid, ...), then the rest
+        **per_class,
+        "summary": summarise(per_class),
+        "reference": REFERENCE,
+        "extractor": {"name": extractor.name, "weights": "random (Kaiming-normal, seed "
+                      f"{cfg.weights_seed}): demo numbers, comparable with nothing" if cfg.random_weights else cfg.weights,
+                      "weights_sha256": extractor.weights_sha256, "layers": extractor.layers, "device": device.type},
+        "feature_cache": {"hits": cache.hits, "misses": cache.misses},  # params.yaml holds the settings
+    }
+    write_json(out_json, out)
+    return out
+
+
+def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor, cache: FeatureCache,
+               cfg: FidelityParams, plots_dir: Path, workers: int | None, tables: list, seconds: dict) -> dict[str, Any]:
+    """Decode, extract (real sets through the cache), measure and check memorisation for class `c`."""
+    px = cfg.memorisation.px_size
+    train = load_images(f"{c} real train", paths[0], px, workers)
+    test = load_images(f"{c} real test", paths[1], px, workers)
+    synth = load_images(f"{c} synthetic", paths[2], px, workers)
+    for s in (train, synth):
+        if len(s) < 2:
+            raise ValueError(f"class {c!r}: only {len(s)} readable image(s) in {s.name}; unreadable: {s.rejected[:3]}")
+    t0 = time.perf_counter()
+    f_train = cache.features(extractor, train, cfg.batch_size)
+    f_test = cache.features(extractor, test, cfg.batch_size) if len(test) else None
+    t1 = time.perf_counter()
+    f_syn = extract(extractor, synth.images, cfg.batch_size, f"features {synth.name}")
+    seconds["real"] += t1 - t0
+    seconds["synthetic"] += time.perf_counter() - t1
+
+    layer = extractor.layers["fid"]
+    result = class_metrics(f_syn, f_train, f_test, layer, extractor.layers["isc"], cfg)
+    nearest = mem.find_nearest(synth, f_syn[layer], train, f_train[layer], cfg.memorisation)
+    if len(test):  # the criteria's false-alarm rate on new real images
+        reference = mem.find_nearest(test, f_test[layer], train, f_train[layer], cfg.memorisation)
+    else:
+        reference = mem.Nearest(*(np.zeros(0),) * 6)
+    result["memorisation"] = mem.summarise(nearest, reference, cfg.memorisation)
+    result[M.MEMORISED_SHARE] = result["memorisation"]["pixel"]["share"]
+    result["images"] = {"real_train": len(train), "real_test": len(test), "synthetic": len(synth),
+                        "real_train_unreadable": len(train.rejected), "real_test_unreadable": len(test.rejected),
+                        "synthetic_unreadable": len(synth.rejected)}
+    if cfg.memorisation.pairs_shown:
+        mem.plot_pairs(plots_dir / f"memorisation_{c}.png", c, synth, train, nearest, cfg.memorisation)
+    tables.append(mem.table(c, synth, train, nearest, cfg.memorisation))
+    if train.rejected or test.rejected:
+        tables.append(_rejected_rows(c, train, test))
+    return result
+
+
+def class_metrics(f_syn: dict, f_train: dict, f_test: dict | None, layer_fid: str, layer_is: str,
+                  cfg: FidelityParams) -> dict[str, Any]:
+    """Every number of one class from its three feature sets."""
+    g, r = f_syn[layer_fid], f_train[layer_fid]
+    kid_args = {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size, "seed": cfg.seed}
+    out: dict[str, Any] = {
+        M.FID: M.fid(g, r),
+        M.FID_REAL_FLOOR: None,
+        M.KID: M.kid(g, r, **kid_args),
+        M.KID_REAL_FLOOR: None,
+        M.IS_REAL: M.inception_score(f_train[layer_is], splits=cfg.isc_splits, seed=cfg.seed),
+        M.IS_GENERATED: M.inception_score(f_syn[layer_is], splits=cfg.isc_splits, seed=cfg.seed),
+        M.IS_REAL_PAPER: M.inception_score_paper(f_train[layer_is]),
+        M.IS_GENERATED_PAPER: M.inception_score_paper(f_syn[layer_is]),
+    }
+    out.update(M.precision_recall(g, r, neighborhood=cfg.prc_neighborhood))
+    if f_test is not None and len(f_test[layer_fid]) >= 2:  # paper §6.1: Testing vs Training, the floor
+        out[M.FID_REAL_FLOOR] = M.fid(f_test[layer_fid], r)
+        out[M.KID_REAL_FLOOR] = M.kid(f_test[layer_fid], r, **kid_args)
+    return out
+
+
+def summarise(per_class: dict[str, Any]) -> dict[str, Any]:
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    n_syn = sum(r["memorisation"]["images"] for r in per_class.values())
+    copies = sum(r["memorisation"]["pixel"]["near_copies"] for r in per_class.values())
+    return {
+        "fid_mean": mean(r[M.FID] for r in per_class.values()),
+        "fid_real_floor_mean": mean(r[M.FID_REAL_FLOOR] for r in per_class.values()),
+        "kid_mean": mean(r[M.KID]["mean"] for r in per_class.values()),
+        "is_generated_mean": mean(r[M.IS_GENERATED]["mean"] for r in per_class.values()),
+        "memorised_share": copies / n_syn if n_syn else 0.0,
+        "classes": len(per_class),
+    }
+
+
+# ---- inputs ---------------------------------------------------------------------------------------
+
+
+def _check_manifest(df: pd.DataFrame, path: Path) -> None:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected the preprocess manifest "
+                         "(run `synthmri preprocess` first)")
+
+
+def _real_paths(df: pd.DataFrame, cls: str, split: str) -> list[str]:
+    rows = df[(df["class"] == cls) & (df["split"] == split) & (df["status"] == "kept")]
+    return [str(p) for p in rows["out_path"]]
+
+
+def synthetic_paths(synthetic_dir: Path, cls: str) -> list[str]:
+    """The files the generate stage wrote for `cls`: its manifest's list, else the folder's images, sorted."""
+    folder = Path(synthetic_dir) / cls
+    manifest = folder / SYNTHETIC_MANIFEST
+    if manifest.is_file():
+        listed = read_table(manifest)
+        if "path" not in listed.columns:
+            raise ValueError(f"{manifest}: no 'path' column; expected the generate stage's manifest")
+        return [(folder / Path(str(p)).name).as_posix() for p in listed["path"]]  # robust to the cwd it ran in
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no synthetic images for class {cls!r}: {folder} does not exist "
+                                f"(run the generate@{cls} stage first)")
+    return sorted(p.as_posix() for p in folder.iterdir() if p.suffix.lower() in SYNTHETIC_SUFFIXES)
+
+
+def _rejected_rows(cls: str, *sets: ImageSet) -> pd.DataFrame:
+    rows = [{"class": cls, "path": p, "status": f"unreadable ({s.name})", "reason": why}
+            for s in sets for p, why in s.rejected]
+    return pd.DataFrame(rows, columns=["class", "path", "status", "reason"])

@@ -1,0 +1,102 @@
+"""FID, IS, KID and precision/recall from features, computed by torch-fidelity's own functions.
+
+Features arrive as float32 and are promoted to float64 first: FID's trace terms and KID's kernel
+sums cancel to small differences of large numbers, which float32 cannot hold to 1e-6 relative.
+
+Paper §5.1.3 and PAPER_CODE.md "Fidelity": the paper's FID used Keras's ImageNet InceptionV3
+(`include_top=False, pooling='avg'`), not the FID Inception used here, so its FID values are not
+comparable with these; its formula is the standard one. Its IS took `entropy(..., base=2)` and then
+`exp`, on one split: every IS it reports is the true one-split IS raised to 1/ln 2.
+`inception_score_paper` applies that formula to our logits so a reader can put the two side by side.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.stats import entropy
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric, KEY_METRIC_FID
+from torch_fidelity.metric_isc import isc_features_to_metric, KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
+from torch_fidelity.metric_kid import kid_features_to_metric, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
+from torch_fidelity.metric_prc import prc_features_to_metric, KEY_METRIC_PRECISION, KEY_METRIC_RECALL
+
+# metric names of metrics/fidelity.json (per class)
+FID = "fid"
+FID_REAL_FLOOR = "fid_real_floor"
+IS_REAL = "is_real"
+IS_GENERATED = "is_generated"
+IS_REAL_PAPER = "is_real_paper_formula"
+IS_GENERATED_PAPER = "is_generated_paper_formula"
+KID = "kid"
+KID_REAL_FLOOR = "kid_real_floor"
+PRECISION = "precision"
+RECALL = "recall"
+MEMORISED_SHARE = "memorised_share"
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    x = np.asarray(x)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need features of at least 2 images as (N, D), got shape {x.shape}")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+
+
+def fid(generated: np.ndarray, real: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (torch-fidelity's formula)."""
+    s1 = fid_features_to_statistics(_t(generated))
+    s2 = fid_features_to_statistics(_t(real))
+    return float(fid_statistics_to_metric(s1, s2, False)[KEY_METRIC_FID])
+
+
+def kid(generated: np.ndarray, real: np.ndarray, *, subsets: int, subset_size: int, seed: int) -> dict:
+    """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel) over random subsets.
+
+    The subset size is lowered to the smaller set when it has fewer images (the estimate stays
+    unbiased; only its spread grows); the size used is reported.
+    """
+    g, r = _t(generated), _t(real)
+    size = min(subset_size, len(g), len(r))
+    out = kid_features_to_metric(g, r, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
+    return {"mean": float(out[KEY_METRIC_KID_MEAN]), "std": float(out[KEY_METRIC_KID_STD]), "subset_size": size,
+            "subsets": subsets}
+
+
+def inception_score(logits: np.ndarray, *, splits: int, seed: int) -> dict:
+    """exp(E KL(p(y|x) || p(y))) per split (torch-fidelity; natural log), mean and std over splits.
+
+    Splits are lowered to the number of images when there are fewer.
+    """
+    x = _t(logits)
+    n = min(splits, len(x))
+    out = isc_features_to_metric(x, n, True, seed)
+    return {"mean": float(out[KEY_METRIC_ISC_MEAN]), "std": float(out[KEY_METRIC_ISC_STD]), "splits": n}
+
+
+def inception_score_paper(logits: np.ndarray) -> float:
+    """The paper's code: one split, KL with `scipy.stats.entropy(..., base=2)`, then `exp` (PAPER_CODE.md).
+
+    Equals the one-split IS to the power 1/ln 2 (about 1.4427).
+    """
+    p = torch.softmax(_t(logits), dim=1).numpy()
+    p_y = p.mean(axis=0)
+    kl_bits = entropy(p.T, p_y[:, None], base=2)  # per image, in bits
+    return float(np.exp(kl_bits.mean()))
+
+
+PAPER_IS_EXPONENT = 1 / math.log(2)
+
+
+def precision_recall(generated: np.ndarray, real: np.ndarray, *, neighborhood: int) -> dict:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), torch-fidelity's implementation.
+
+    torch-fidelity's default extractor for these is VGG-16; here they use the same Inception
+    features as FID, so one weights file serves every metric. None when a set has <= k images.
+    """
+    if min(len(generated), len(real)) <= neighborhood:
+        return {PRECISION: None, RECALL: None,
+                "note": f"needs more than prc_neighborhood={neighborhood} images in each set"}
+    out = prc_features_to_metric(_t(generated), _t(real), prc_neighborhood=neighborhood,
+                                 prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+    return {PRECISION: float(out[KEY_METRIC_PRECISION]), RECALL: float(out[KEY_METRIC_RECALL])}

@@ -1,0 +1,163 @@
+"""classify.models/train/run/commands: a tiny model learns the tiny data, same seed same bytes on CPU,
+fine-tuning reports before and after, pretrained weights only from files, the stage commands' outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from synthmri import CLASSES
+from synthmri.classify.commands import classify_cmd, ratio_cmd
+from synthmri.classify.config import ModelParams, ScenarioParams, load_classify
+from synthmri.classify.data import load_images
+from synthmri.classify.models import build_model, weights_path
+from synthmri.classify.run import run_scenario
+from synthmri.classify.train import label_order
+from synthmri.params import ParamsError
+from tests.test_classify_data import make_dataset
+
+torch.set_num_threads(1)  # the CPU is shared
+
+
+def cfg_for(arch="mobilenet_v2", epochs=1, lr=1e-3, seeds=(1,), batch_size=16, **extra):
+    raw = {"model": {"arch": arch, "pretrained": False, "trainable": "all"},
+           "train": {"image_size": 32, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seeds": list(seeds), "threads": 1},
+           "bootstrap": 50} | extra
+    return load_classify(raw)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cls")
+    cwd = Path.cwd()
+    import os
+    os.chdir(root)
+    try:
+        make_dataset(root, train=12, test=8, synthetic=6, size=32)
+        yield load_images("processed/manifest.csv", "synthetic", CLASSES, 32, workers=1), root
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_tiny_model_beats_chance_clearly(images, monkeypatch):
+    imgs, root = images
+    monkeypatch.chdir(root)
+    cfg = cfg_for("mobilenet_v2", epochs=4, lr=3e-3, batch_size=8, seeds=(1, 2))  # 36 steps from random weights
+    metrics, preds = run_scenario("t", ScenarioParams(synthetic=6), cfg, imgs, CLASSES)
+    # 32 test images, chance 0.25: P(>= 0.6 by chance) < 1e-4
+    assert metrics["accuracy"]["mean"] >= 0.6, metrics["accuracy"]
+    assert metrics["train_counts"]["glioma"] == {"real": 12, "synthetic": 6}
+    assert len(preds) == 2 * 32 and set(preds["phase"]) == {""}
+    lo, hi = metrics["accuracy"]["ci95_low"], metrics["accuracy"]["ci95_high"]
+    assert lo <= metrics["accuracy"]["mean"] <= hi
+
+
+def test_same_seed_same_result_bit_for_bit_on_cpu(images, monkeypatch):
+    imgs, root = images
+    monkeypatch.chdir(root)
+    cfg = cfg_for(seeds=(5,))
+    outs = [run_scenario("t", ScenarioParams(real=6, synthetic=2), cfg, imgs, CLASSES) for _ in range(2)]
+    assert outs[0][1].equals(outs[1][1])
+    assert outs[0][0]["macro_f1"] == outs[1][0]["macro_f1"]
+    h = [o[0]["per_seed"]["5"] for o in outs]
+    assert h[0] == h[1]
+
+
+def test_finetune_reports_before_and_after(images, monkeypatch, tmp_path):
+    imgs, root = images
+    monkeypatch.chdir(root)
+    cfg = cfg_for(seeds=(1, 2))
+    scen = load_classify({"scenarios": {"s5": {"finetune": {"real": {"glioma": "all", "meningioma": "all"}, "synthetic": "all"},
+                                               "finetune_epochs": 1}}}).scenarios["s5"]
+    metrics, preds = run_scenario("s5", scen, cfg, imgs, CLASSES, live_dir=tmp_path / "live")
+    assert set(preds["phase"]) == {"before", "after"}
+    assert metrics["finetune_counts"]["notumor"] == {"real": 0, "synthetic": 6}
+    assert metrics["finetune_counts"]["glioma"] == {"real": 12, "synthetic": 6}
+    assert metrics["accuracy"] == metrics["after"]["accuracy"]
+    assert set(metrics["before"]["per_seed"]) == {"1", "2"}
+    # dvclive per-epoch curves: one training epoch, then one fine-tuning epoch, per seed
+    tsv = tmp_path / "live" / "s5" / "seed_1" / "plots" / "metrics" / "finetune" / "loss.tsv"
+    assert len(tsv.read_text().strip().splitlines()) == 2
+    assert (tmp_path / "live" / "s5" / "seed_2" / "plots" / "metrics" / "train_accuracy.tsv").is_file()
+
+
+def test_label_order_as_coded_does_not_change_what_is_reported(images, monkeypatch):
+    imgs, root = images
+    monkeypatch.chdir(root)
+    assert label_order(CLASSES, 1, False) == sorted(CLASSES)
+    orders = {tuple(label_order(CLASSES, s, True)) for s in range(10)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(CLASSES) for o in orders)
+    metrics, preds = run_scenario("t", ScenarioParams(real=4), cfg_for(paper_as_coded=True), imgs, CLASSES)
+    assert set(preds["pred"]) <= set(CLASSES)
+    assert metrics["paper_as_coded"] is True
+
+
+def test_pretrained_weights_come_only_from_files(tmp_path):
+    cfg = ModelParams(arch="mobilenet_v2", pretrained=True, weights_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"mobilenet_v2-b0353104\.pth.*synthmri weights fetch"):
+        build_model(cfg, 4, 32)
+    import torchvision
+    torch.manual_seed(0)
+    ref = torchvision.models.mobilenet_v2(weights=None)
+    torch.save(ref.state_dict(), weights_path(cfg))
+    net = build_model(cfg, 4, 32)
+    assert torch.equal(net.features[0][0].weight, ref.features[0][0].weight)
+    assert net.classifier[1].out_features == 4
+
+
+def test_vgg19_trains_only_block5_conv2_to_4_and_the_head():
+    net = build_model(ModelParams(arch="vgg19", pretrained=False, trainable="paper"), 4, 64)
+    trainable = {n.split(".")[1] for n, p in net.named_parameters() if p.requires_grad and n.startswith("features.")}
+    assert trainable == {"30", "32", "34"}
+    assert all(p.requires_grad for p in net.head.parameters())
+    assert net.head[2].in_features == 512 * 2 * 2 and net.head[-1].out_features == 4
+    assert [type(m).__name__ for m in net.head] == ["Flatten", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    with pytest.raises(ValueError, match="unknown classifier 'alexnet'"):
+        build_model(ModelParams(arch="alexnet", pretrained=False), 4, 64)  # type: ignore[arg-type]
+
+
+def _write_params(path: Path, **classify) -> None:
+    raw = {"data": {"classes": list(CLASSES)}, "ratio": 1,
+           "classify": {"model": {"arch": "mobilenet_v2", "pretrained": False, "trainable": "all"},
+                        "train": {"image_size": 32, "epochs": 1, "batch_size": 16, "seeds": [1, 2], "threads": 1},
+                        "bootstrap": 50,
+                        "scenarios": {"baseline": {}, "s4": {"synthetic": 3}, "too_many": {"synthetic": 99}}} | classify}
+    path.write_text(yaml.safe_dump(raw))
+
+
+def test_commands_write_metrics_predictions_and_paired_tests(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path, train=6, test=4, synthetic=6, size=32)
+    _write_params(tmp_path / "params.yaml")
+    m = classify_cmd("baseline", Path("processed/manifest.csv"), Path("synthetic"), Path("out/baseline"))
+    preds = pd.read_csv("out/baseline/predictions.csv")
+    assert list(preds.columns) == ["seed", "phase", "path", "class", "pred"] and len(preds) == 2 * 16
+    assert json.loads(Path("out/baseline/params.json").read_text())["classify"]["train"]["epochs"] == 1
+    assert m["train_counts"]["pituitary"] == {"real": 6, "synthetic": 0}
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+        assert set(m[key]) >= {"mean", "std"}
+    assert set(m["per_class"]["glioma"]) == {"precision", "recall", "f1"}
+    json.dumps(m)  # serialisable as the stage's metrics file
+
+    r = ratio_cmd(Path("processed/manifest.csv"), Path("synthetic"), Path("out/ratio"),
+                  baseline_dir=Path("out/baseline"), plot_csv=Path("plots/ratio.csv"))
+    assert r["ratio"] == 1.0 and r["train_counts"]["glioma"] == {"real": 6, "synthetic": 6}
+    assert set(r["vs_baseline"]["per_seed"]) == {"1", "2"}
+    assert 0 <= r["vs_baseline"]["per_seed"]["1"]["p_value"] <= 1
+    assert len(pd.read_csv("plots/ratio.csv")) == 2
+
+    with pytest.raises(ValueError, match="too_many: 99 synthetic glioma images requested, only 6 were generated"):
+        classify_cmd("too_many", Path("processed/manifest.csv"), Path("synthetic"), Path("out/x"))
+    assert not Path("out/x").exists()  # stopped before training
+    with pytest.raises(ValueError, match="unknown scenario 'nope'; known: baseline, s4, too_many"):
+        classify_cmd("nope", Path("processed/manifest.csv"), Path("synthetic"), Path("out/x"))
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["ratio"] = -0.5
+    Path("params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="ratio: must be >= 0"):
+        ratio_cmd(Path("processed/manifest.csv"), Path("synthetic"), Path("out/ratio"))
