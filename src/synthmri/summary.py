@@ -18,6 +18,13 @@ ROWS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "dedup": ("dedup.json", [("images with duplicates", "total.images_with_duplicates"),
                              ("removed", "total.removed"), ("train->test leakage removed", "cross_split.removed")]),
     "preprocess": ("preprocess.json", [("train images", "train.total"), ("test images", "test.total")]),
+    "fidelity": ("fidelity.json", [("mean FID over classes", "summary.fid_mean"),
+                                   ("real-vs-real FID floor", "summary.fid_real_floor_mean"),
+                                   ("near-copies of training images", "summary.memorised_share")]),
+    "classify baseline": ("scenarios/baseline.json", [("accuracy (mean over seeds)", "accuracy.mean"),
+                                                      ("macro F1", "macro_f1.mean")]),
+    "ratio": ("ratio.json", [("synthetic per real image", "ratio"), ("accuracy", "accuracy.mean"),
+                             ("McNemar p < 0.05 vs baseline (seeds)", "vs_baseline.seeds_p_below_0_05")]),
 }
 
 
@@ -44,5 +51,6 @@ def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
             continue
         data = read_json(path)
         for i, (label, key) in enumerate(keys):
-            table.add_row(stage if i == 0 else "", label, str(_get(data, key)))
+            value = _get(data, key)
+            table.add_row(stage if i == 0 else "", label, f"{value:.4g}" if isinstance(value, float) else str(value))
     Console().print(table)
