@@ -36,7 +36,7 @@ def test_demo_profile_runs_every_stage(repo, first_run):
     stages = {"demo_data", "ingest", "audit", "dedup", "preprocess"}
     stages |= {f"{stage}@{c}" for stage in ("train_generator", "generate") for c in CLASSES}
     stages |= {f"classify@{s}" for s in yaml.safe_load((repo / "params.yaml").read_text())["classify"]["scenarios"]}
-    stages |= {"ratio", "report"}
+    stages |= {"fidelity", "ratio", "report"}
     assert ran(first_run) == stages
     params = (repo / "params.yaml").read_text()
     assert "profile_name: demo" in params
@@ -94,9 +94,9 @@ def test_one_param_reruns_only_its_readers(repo, first_run, venv_env):
     assert ran(out) == {"audit"}, out  # lap_var is stored raw: the threshold changes only metrics
     assert (repo / "data/interim/dedup.csv").read_bytes() == before
 
-    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "ratio=2"], repo, venv_env)
+    out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "ratio=0.5"], repo, venv_env)
     assert ran(out) == {"ratio"}, out  # the ratio sweep reuses every generator and scenario
-    assert json.loads((repo / "metrics/ratio.json").read_text())["ratio"] == 2.0
+    assert json.loads((repo / "metrics/ratio.json").read_text())["ratio"] == 0.5
 
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, venv_env, stdout_only=True))
     thresholds = {
