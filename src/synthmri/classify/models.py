@@ -11,14 +11,9 @@ import torchvision
 from torch import nn
 
 from synthmri.classify.config import ModelParams
+from synthmri.fidelity.weights import MissingWeightsError, require
+from synthmri.fidelity.weights import get as registered_weights
 
-# torchvision's own file names, so `synthmri weights fetch` and torch.hub caches agree
-WEIGHT_FILES = {
-    "vgg19": Path(torchvision.models.VGG19_Weights.IMAGENET1K_V1.url).name,
-    "resnet50": Path(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url).name,
-    "resnet152": Path(torchvision.models.ResNet152_Weights.IMAGENET1K_V1.url).name,
-    "mobilenet_v2": Path(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url).name,
-}
 
 # VGG-19 features indices of block5_conv2, block5_conv3, block5_conv4 (Keras names)
 _VGG_TRAINABLE = (30, 32, 34)
@@ -91,7 +86,8 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 
 
 def weights_path(cfg: ModelParams) -> Path:
-    return Path(cfg.weights_dir) / WEIGHT_FILES[cfg.arch]
+    """The arch's ImageNet file under `cfg.weights_dir`: the name `synthmri weights fetch` writes (one registry)."""
+    return Path(cfg.weights_dir) / registered_weights(cfg.arch).file
 
 
 def build_model(cfg: ModelParams, n_classes: int, image_size: int) -> nn.Module:
@@ -100,11 +96,10 @@ def build_model(cfg: ModelParams, n_classes: int, image_size: int) -> nn.Module:
         raise ValueError(f"unknown classifier {cfg.arch!r}; known: {', '.join(ARCHITECTURES)}")
     net = ARCHITECTURES[cfg.arch](n_classes, image_size)
     if cfg.pretrained:
-        path = weights_path(cfg)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"pretrained {cfg.arch} weights not found: {path}. Run `synthmri weights fetch` (needs network), "
-                f"or set classify.model.pretrained: false to train from random weights")
+        try:
+            path = require(weights_path(cfg))
+        except MissingWeightsError as e:
+            raise MissingWeightsError(f"{e} Or set classify.model.pretrained: false to train from random weights.") from None
         state = torch.load(path, map_location="cpu", weights_only=True)  # safe: tensors only
         net.load_backbone(state)
     if cfg.trainable == "paper" and isinstance(net, VGG19Classifier):
