@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import struct
+import subprocess
+import sys
+import textwrap
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -18,15 +21,18 @@ from typer.testing import CliRunner
 
 from synthmri import CLASSES
 from synthmri.cli import app
+from synthmri.data import ingest as ingest_mod
 from synthmri.data.ingest import MANIFEST_COLUMNS, QUARANTINE_COLUMNS, ingest
 from synthmri.io import read_table
-from synthmri.params import IngestParams
+from synthmri.params import IngestParams, ParamsError
+from tests.conftest import sh
 
 CFG = IngestParams(workers=1)
 RNG = np.random.default_rng(0)
+W, H = 36, 32  # the test images: above ingest.min_side (32), 1,152 px
 
 
-def _gray(w=16, h=12) -> np.ndarray:
+def _gray(w=W, h=H) -> np.ndarray:
     return RNG.integers(0, 256, (h, w), dtype=np.uint8)
 
 
@@ -81,8 +87,8 @@ def test_every_format_and_mode_is_accepted(tmp_path):
         "NA.jpg": ("JPEG", "L"),
     }
     _save(g / "png16.png", Image.fromarray((_gray().astype(np.uint16) * 257)))
-    _save(g / "cmyk.jpg", Image.new("CMYK", (16, 12), (10, 20, 30, 40)))
-    _save(g / "rgba.png", Image.fromarray(RNG.integers(0, 256, (12, 16, 4), dtype=np.uint8), "RGBA"))
+    _save(g / "cmyk.jpg", Image.new("CMYK", (W, H), (10, 20, 30, 40)))
+    _save(g / "rgba.png", Image.fromarray(RNG.integers(0, 256, (H, W, 4), dtype=np.uint8), "RGBA"))
     frames = [Image.fromarray(_gray()).convert("P") for _ in range(2)]
     _save(g / "anim.gif", frames[0], save_all=True, append_images=frames[1:])
     _save(g / "x.bmp", Image.fromarray(_gray()).convert("RGB"))
@@ -104,7 +110,7 @@ def test_every_format_and_mode_is_accepted(tmp_path):
     rows = {r.relpath: r for r in man.itertuples()}
     for name, (fmt, mode) in expect.items():
         r = rows[f"Training/glioma/{name}"]  # names exactly as on disk, through a CSV round trip
-        assert (r.format, r.mode, r.width, r.height) == (fmt, mode, 16, 12), name
+        assert (r.format, r.mode, r.width, r.height) == (fmt, mode, W, H), name
         assert r.sha256 == hashlib.sha256((g / name).read_bytes()).hexdigest()
         assert r.bytes == (g / name).stat().st_size
         assert Path(r.path) == (g / name).absolute()  # tmp_path is outside the cwd: absolute
@@ -122,35 +128,37 @@ def test_bad_files_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     (g / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (g / "zero.jpg").write_bytes(b"")
     (g / "text.jpg").write_text("name,label\nx,1\n")
-    _save(g / "bomb.png", Image.fromarray(np.zeros((40, 40), np.uint8)))  # 1,600 px > max_pixels
-    _save(g / "lab.tif", Image.new("LAB", (8, 8)))  # Pillow reads it, but no stage could make it grayscale
+    _save(g / "bomb.png", Image.fromarray(np.zeros((48, 48), np.uint8)))  # 2,304 px > max_pixels
+    _save(g / "lab.tif", Image.new("LAB", (W, H)))  # Pillow reads it, but no stage could make it grayscale
     (g / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (g / "._Tr-gl_0000.jpg").write_bytes(b"\0\5\26\7" + b"\0" * 60)
     (src / "Training" / "stray.jpg").write_bytes(data)  # not in a class folder
     os.symlink(outside, m_ / "link_out.jpg")
     os.symlink("../../Training/glioma/Tr-gl_0000.jpg", m_ / "link_in.jpg")  # stays in the source: fine
     os.symlink(tmp_path / "nowhere.jpg", m_ / "dangling.jpg")
-    os.symlink(outside.parent, src / "Testing" / "pituitary" / "dir_out")  # a folder outside: not followed
-    os.symlink("..", src / "Testing" / "notumor" / "loop")
+    os.symlink(outside.parent, src / "Testing" / "pituitary" / "dir_out")  # a folder: never followed
+    os.symlink("..", src / "Testing" / "notumor" / "loop")  # a loop is a folder link too
     bad_name = os.fsencode(str(src / "Testing" / "notumor")) + b"/bad\xff.jpg"
     with open(bad_name, "wb") as f:
         f.write(data)
 
-    m = ingest(src, tmp_path / "out", IngestParams(max_pixels=1000, workers=1), CLASSES)
+    m = ingest(src, tmp_path / "out", IngestParams(max_pixels=2000, workers=1), CLASSES)
     man, q = tables(tmp_path / "out")
     assert list(q.columns) == list(QUARANTINE_COLUMNS)
     reasons = dict(zip(q.relpath, q.reason))
     assert reasons["Training/glioma/truncated.jpg"].startswith("truncated")
     assert reasons["Training/glioma/zero.jpg"] == "empty file"
     assert reasons["Training/glioma/text.jpg"] == "not an image"
-    assert reasons["Training/glioma/bomb.png"] == "decompression bomb: 40x40 exceeds 1000 pixels"
+    assert reasons["Training/glioma/bomb.png"] == "decompression bomb: 48x48 exceeds 2000 pixels"
     assert reasons["Training/glioma/lab.tif"].startswith("unsupported mode LAB")
     assert reasons["Training/glioma/.DS_Store"] == reasons["Training/glioma/._Tr-gl_0000.jpg"] == "hidden/system file"
     assert reasons["Training/stray.jpg"] == "not in a class folder"
     assert reasons["Testing/meningioma/link_out.jpg"] == "link outside source"
-    assert reasons["Testing/pituitary/dir_out"] == "link outside source"
+    assert reasons["Testing/pituitary/dir_out"] == (
+        f"link to a folder (never followed): points to {os.path.realpath(outside.parent)} outside the source"
+    )
     assert reasons["Testing/meningioma/dangling.jpg"] == "broken link"
-    assert reasons["Testing/notumor/loop"] == "link loop"
+    assert reasons["Testing/notumor/loop"] == "link to a folder (never followed): points to Testing in the source"
     assert reasons["Testing/notumor/bad\\xff.jpg"] == "file name is not valid UTF-8"
     assert dict(zip(q.relpath, q["class"]))["Training/stray.jpg"] == ""
     assert "secret" not in " ".join(man.path)  # the outside file was never read
@@ -166,7 +174,7 @@ def test_bad_files_are_quarantined_with_reasons_and_counts_reconcile(tmp_path):
     assert m["files"] == len(on_disk) == m["images"] + m["quarantined"] == len(man) + len(q)
     assert m["quarantine_reasons"] == {
         "broken link": 1, "decompression bomb": 1, "empty file": 1, "file name is not valid UTF-8": 1,
-        "hidden/system file": 2, "link loop": 1, "link outside source": 2, "not an image": 1,
+        "hidden/system file": 2, "link outside source": 1, "link to a folder (never followed)": 2, "not an image": 1,
         "not in a class folder": 1, "truncated": 1, "unsupported mode LAB": 1,
     }
     assert sum(sum(c.values()) for c in m["per_split_class"].values()) == len(man) == 17
@@ -339,21 +347,182 @@ def test_cli_writes_metrics_and_reports_errors(tmp_path):
     assert "missing ['Testing']" in " ".join(res.output.split())
 
 
-def test_links_into_a_dvc_cache_are_data_not_escapes(tmp_path):
-    """`dvc config cache.type symlink` makes every raw file a link into .dvc/cache."""
-    import numpy as np
-    from PIL import Image
+# ---- links ------------------------------------------------------------------------------------
 
-    from synthmri.data.ingest import ingest
-    from synthmri.params import IngestParams
 
-    cache = tmp_path / "repo" / ".dvc" / "cache" / "files" / "md5" / "ab"
-    cache.mkdir(parents=True)
-    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(cache / "cdef", format="PNG")
-    src = tmp_path / "repo" / "data" / "raw"
-    for split in ("Training", "Testing"):
-        for cls in ("glioma", "notumor"):
-            (src / split / cls).mkdir(parents=True)
-            (src / split / cls / "a.png").symlink_to(cache / "cdef")
-    metrics = ingest(src, tmp_path / "out", IngestParams(workers=1), ("glioma", "notumor"))
-    assert metrics["images"] == 4 and metrics["quarantined"] == 0
+def test_folder_links_are_never_followed(tmp_path):
+    """A link in Training/notumor/ to Testing/glioma must not turn test images into training images."""
+    src = make_dataset(tmp_path / "ds", per_class=2)
+    elsewhere = tmp_path / "elsewhere"
+    _save(elsewhere / "a.jpg", Image.fromarray(_gray()))
+    os.symlink("../../Testing/glioma", src / "Training" / "notumor" / "leak")  # relative, inside the source
+    os.symlink(src / "Testing" / "meningioma", src / "Training" / "glioma" / "abs_leak")  # absolute, inside
+    os.symlink(elsewhere, src / "Training" / "pituitary" / "outside")
+    (src / "Testing" / "pituitary").rename(tmp_path / "pit")  # a class folder that is itself a link
+    os.symlink(tmp_path / "pit", src / "Testing" / "pituitary")
+
+    m = ingest(src, tmp_path / "out", CFG, CLASSES)
+    man, q = tables(tmp_path / "out")
+    why = "link to a folder (never followed): points to"
+    assert dict(zip(q.relpath, q.reason)) == {
+        "Training/notumor/leak": f"{why} Testing/glioma in the source",
+        "Training/glioma/abs_leak": f"{why} Testing/meningioma in the source",
+        "Training/pituitary/outside": f"{why} {os.path.realpath(elsewhere)} outside the source",
+        "Testing/pituitary": f"{why} {os.path.realpath(tmp_path / 'pit')} outside the source",
+    }
+    assert dict(zip(q.relpath, q["class"]))["Testing/pituitary"] == "pituitary"
+    assert not man.relpath.str.contains("leak|outside").any()  # zero rows from inside any link
+    assert set(man.relpath) | set(q.relpath) == files_on_disk(src)  # one row per link, nothing below it
+    assert m["per_split_class"] == {"train": {c: 2 for c in CLASSES},
+                                    "test": {"glioma": 2, "meningioma": 2, "notumor": 2, "pituitary": 0}}
+    assert m["files"] == m["images"] + m["quarantined"] == 14 + 4
+    assert m["quarantine_reasons"] == {"link to a folder (never followed)": 4}
+
+
+def _repo_with_cache(repo: Path) -> Path:
+    """A DVC-repo-shaped folder: `.dvc/cache` holding one PNG, as `cache.type symlink` leaves it."""
+    blob = repo / ".dvc" / "cache" / "files" / "md5" / "ab" / "cdef"
+    blob.parent.mkdir(parents=True)
+    Image.fromarray(_gray()).save(blob, format="PNG")
+    return blob
+
+
+def test_links_into_this_repos_dvc_cache_are_data_others_are_escapes(tmp_path):
+    """`dvc config cache.type symlink` makes every raw file a link into .dvc/cache: only OUR cache is data."""
+    own = _repo_with_cache(tmp_path / "repo")
+    other = _repo_with_cache(tmp_path / "other")  # another repo's cache: a path containing .dvc/cache
+    src = make_dataset(tmp_path / "repo" / "data" / "raw")
+    os.symlink(own, src / "Training" / "glioma" / "own.png")
+    os.symlink(os.path.relpath(own, src / "Testing" / "glioma"), src / "Testing" / "glioma" / "own_rel.png")
+    os.symlink(other, src / "Training" / "notumor" / "other.png")
+    m = ingest(src, tmp_path / "out", CFG, CLASSES)
+    man, q = tables(tmp_path / "out")
+    assert {"Training/glioma/own.png", "Testing/glioma/own_rel.png"} <= set(man.relpath)
+    assert dict(zip(q.relpath, q.reason)) == {"Training/notumor/other.png": "link outside source"}
+    assert m["images"] == 8 + 2 and m["quarantined"] == 1
+
+    # outside any DVC repository there is no cache to trust: the same kind of link is an escape
+    loose = make_dataset(tmp_path / "loose")
+    os.symlink(other, loose / "Training" / "glioma" / "other.png")
+    assert ingest_mod.dvc_cache_dir(loose) is None
+    ingest(loose, tmp_path / "out2", CFG, CLASSES)
+    _, q = tables(tmp_path / "out2")
+    assert dict(zip(q.relpath, q.reason)) == {"Training/glioma/other.png": "link outside source"}
+
+
+def test_dvc_cache_dir_follows_the_repos_config(tmp_path, venv_env):
+    """The real dvc CLI: `cache.type symlink` with `cache.dir` moved (config.local, relative), then `dvc add`."""
+    repo = tmp_path / "repo"
+    src = make_dataset(repo / "data" / "raw")
+    for args in (["init", "--no-scm", "-q"], ["config", "cache.type", "symlink"],
+                 ["config", "--local", "cache.dir", "../ext_cache"]):  # relative to cwd, stored relative to .dvc/
+        sh(["dvc", *args], repo, venv_env)
+    sh(["dvc", "add", "-q", "data/raw"], repo, venv_env)
+    assert os.path.realpath(ingest_mod.dvc_cache_dir(src)) == os.path.realpath(tmp_path / "ext_cache")
+    links = [p for p in src.rglob("*.jpg") if p.is_symlink()]
+    assert len(links) == 8 and all(os.path.realpath(p).startswith(str(tmp_path / "ext_cache")) for p in links)
+    os.symlink(_repo_with_cache(repo), src / "Training" / "glioma" / "old_default.png")  # .dvc/cache: not the cache now
+
+    m = ingest(src, tmp_path / "out", CFG, CLASSES)
+    man, q = tables(tmp_path / "out")
+    assert m["images"] == 8 and sorted(man.relpath) == sorted(p.relative_to(src).as_posix() for p in links)
+    assert dict(zip(q.relpath, q.reason)) == {"Training/glioma/old_default.png": "link outside source"}
+
+
+def test_dvc_config_parsing(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".dvc").mkdir(parents=True)
+    sub = repo / "data" / "raw"
+    sub.mkdir(parents=True)
+    assert ingest_mod.dvc_cache_dir(sub) == os.path.realpath(repo / ".dvc" / "cache")  # the default
+    (repo / ".dvc" / "config").write_text("[core]\n    remote = team\n['remote \"team\"']\n    url = ../r\n"
+                                          "[cache]\n    type = symlink\n    dir = /mnt/cache\n")
+    assert ingest_mod.dvc_cache_dir(sub) == os.path.realpath("/mnt/cache")
+    (repo / ".dvc" / "config.local").write_text("[cache]\n    dir = ../../c\n")  # config.local wins
+    assert ingest_mod.dvc_cache_dir(sub) == os.path.realpath(tmp_path / "c")
+    (repo / "data" / ".dvc").mkdir()  # a nested repository is the nearer one, as DVC finds it
+    assert ingest_mod.dvc_cache_dir(sub) == os.path.realpath(repo / "data" / ".dvc" / "cache")
+
+
+# ---- degenerate images ----------------------------------------------------------------------
+
+
+def test_images_below_min_side_are_quarantined(tmp_path):
+    src = make_dataset(tmp_path / "ds")
+    g = src / "Training" / "glioma"
+    sizes = {"1x1.png": (1, 1), "31x40.png": (31, 40), "40x31.png": (40, 31), "32x32.png": (32, 32),
+             "32x500.png": (32, 500)}
+    for name, (w, h) in sizes.items():
+        _save(g / name, Image.fromarray(_gray(w, h)))
+    m = ingest(src, tmp_path / "out", CFG, CLASSES)
+    man, q = tables(tmp_path / "out")
+    assert dict(zip(q.relpath, q.reason)) == {
+        f"Training/glioma/{n}": f"too small: {n[:-4]} px, a side below ingest.min_side=32"
+        for n in ("1x1.png", "31x40.png", "40x31.png")
+    }
+    kept = man.set_index("relpath")
+    assert kept.loc["Training/glioma/32x32.png", ["width", "height"]].tolist() == [32, 32]
+    assert kept.loc["Training/glioma/32x500.png", ["width", "height"]].tolist() == [32, 500]
+    assert m["images"] == 8 + 2 and m["quarantine_reasons"] == {"too small": 3}
+
+    m = ingest(src, tmp_path / "out", IngestParams(min_side=1, workers=1), CLASSES)  # the param decides
+    assert m["images"] == 8 + 5 and m["quarantined"] == 0
+    with pytest.raises(ParamsError, match="ingest.min_side"):
+        IngestParams(min_side=0)
+
+
+# ---- accounting -----------------------------------------------------------------------------
+
+
+def _faulty_walk(monkeypatch, fault: str, victim: str = "Training/glioma/Tr-gl_0000.jpg") -> None:
+    """Make the scan lose (`drop`) or repeat (`dup`) one file; the independent listing must notice."""
+    real = ingest_mod._walk
+
+    def walk(*args):
+        for entry in real(*args):
+            if entry[0] != victim:
+                yield entry
+            elif fault == "dup":
+                yield entry
+                yield entry
+
+    monkeypatch.setattr(ingest_mod, "_walk", walk)
+
+
+@pytest.mark.parametrize("fault, says", [("drop", "1 missing from"), ("dup", "1 listed more than once in")])
+def test_accounting_is_checked_against_an_independent_listing(tmp_path, monkeypatch, fault, says):
+    src = make_dataset(tmp_path / "ds")
+    _faulty_walk(monkeypatch, fault)
+    with pytest.raises(RuntimeError) as e:
+        ingest(src, tmp_path / "out", CFG, CLASSES)
+    assert f"{says} manifest.csv / quarantine.csv: ['Training/glioma/Tr-gl_0000.jpg']" in str(e.value)
+    assert not (tmp_path / "out" / "manifest.csv").exists()  # nothing written
+
+    # the outside-layout list is checked too, and so is a name the listing never saw
+    monkeypatch.undo()
+    (src / "README.md").write_text("x")
+    monkeypatch.setattr(ingest_mod, "_outside_layout", lambda *a: ["README.md", "ghost.txt"])
+    with pytest.raises(RuntimeError, match=r"1 not on disk but in outside_layout.csv: \['ghost.txt'\]"):
+        ingest(src, tmp_path / "out", CFG, CLASSES)
+
+
+def test_accounting_check_survives_python_O(tmp_path):
+    """The check is a raise, not an assert: `python -O` (which strips asserts) still stops a lost file."""
+    src = make_dataset(tmp_path / "ds")
+    script = textwrap.dedent(f"""
+        import sys
+        from synthmri import CLASSES
+        from synthmri.data import ingest as m
+        from synthmri.params import IngestParams
+        real = m._walk
+        m._walk = lambda *a: (e for e in real(*a) if e[0] != "Testing/pituitary/Te-pi_0000.jpg")
+        assert False, "asserts are on"  # stripped under -O: reaching the ingest below proves it
+        try:
+            m.ingest({str(src)!r}, {str(tmp_path / "out")!r}, IngestParams(workers=1), CLASSES)
+        except RuntimeError as e:
+            print("optimize", sys.flags.optimize, "raised:", e)
+    """)
+    proc = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("optimize 1 raised:")
+    assert "1 missing from manifest.csv / quarantine.csv: ['Testing/pituitary/Te-pi_0000.jpg']" in proc.stdout

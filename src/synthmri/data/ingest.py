@@ -2,7 +2,10 @@
 
 Every file found under Training/ and Testing/ lands in exactly one of `manifest.csv` (a usable image,
 decoded once here) or `quarantine.csv` (with the reason); files outside those folders are counted and
-named. Later stages read the manifest and never rescan folders (paper §3.1: the Kaggle set,
+named. That is checked against a second, independent listing of the source (`os.walk`) before anything
+is written. Links to folders are never followed (a link in Training/ to a Testing folder would leak test
+images into training); links to files are followed only within the source or into this DVC repository's
+own cache. Later stages read the manifest and never rescan folders (paper §3.1: the Kaggle set,
 Training 5,712 and Testing 1,311 images in four class folders).
 """
 
@@ -43,7 +46,7 @@ OUTSIDE_NAMES_IN_METRICS = 100  # the full list is in outside_layout.csv
 HIDDEN = "hidden/system file"
 LINK_OUTSIDE = "link outside source"
 BROKEN_LINK = "broken link"
-LINK_LOOP = "link loop"
+DIR_LINK = "link to a folder (never followed)"  # the reason continues with ": points to <target> ..."
 NOT_REGULAR = "not a regular file"
 NOT_IN_CLASS = "not in a class folder"
 BAD_NAME = "file name is not valid UTF-8"
@@ -51,6 +54,14 @@ BAD_NAME = "file name is not valid UTF-8"
 _SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin", "system volume information"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _LAYOUT = "Training/<class>/ and Testing/<class>/"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where links may point: inside the source, or (file links only) into this repository's DVC cache."""
+
+    top_real: str  # the source folder (or the extraction folder), resolved
+    dvc_cache: str | None  # the resolved cache of the DVC repository holding the source; None outside one
 
 
 @dataclass(frozen=True)
@@ -88,15 +99,16 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
     else:
         raise ValueError(f"{source}: not a folder or a .zip archive")
 
-    top_real = os.path.realpath(top)
-    root, split_dirs = _layout(top, source, classes, top_real)
-    found = _scan_splits(split_dirs, classes, top_real, source)
-    outside = _outside_layout(top, root, split_dirs, top_real)
+    # an extracted zip holds no links (extract_zip refuses them): only a folder source can use the cache
+    src = _Source(os.path.realpath(top), dvc_cache_dir(source) if metrics["source_kind"] == "folder" else None)
+    root, split_dirs = _layout(top, source, classes, src)
+    found = _scan_splits(split_dirs, classes, src, source)
+    outside = _outside_layout(top, root, split_dirs, src)
 
     todo = [f for f in found if not f.reason]
     results = parallel_map(
         _inspect,
-        [(str(f.path), cfg.max_pixels) for f in todo],
+        [(str(f.path), cfg.max_pixels, cfg.min_side) for f in todo],
         desc="ingest: decoding",
         workers=n_workers(cfg.workers),
     )
@@ -106,12 +118,13 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
     for f in found:
         info = decoded.get(f.relpath, {"reason": f.reason})
         row = {"split": f.split, "class": f.cls, "relpath": _printable(f.relpath),
-               "path": _printable(manifest_path(f.path))}
+               "path": _printable(manifest_path(f.path)), "raw_relpath": f.relpath}  # raw: not a column
         if "reason" in info:
             quarantined.append({**row, "reason": info["reason"]})
         else:
             images.append({**row, **info})
-    assert len({f.relpath for f in found}) == len(found) == len(images) + len(quarantined), "a file lost or doubled"
+    check_accounting(top, root, split_dirs, [r["raw_relpath"] for r in images + quarantined], outside, source)
+    outside = sorted(_printable(x) for x in outside)
 
     order = itemgetter("split", "class", "relpath")  # deterministic row order
     write_table(pd.DataFrame(sorted(images, key=order), columns=list(MANIFEST_COLUMNS)), out_dir / "manifest.csv")
@@ -155,9 +168,9 @@ def _clean(out_dir: Path) -> None:
 # ---- decoding (in worker processes) -----------------------------------------------------------
 
 
-def _inspect(item: tuple[str, int]) -> dict[str, Any]:
+def _inspect(item: tuple[str, int, int]) -> dict[str, Any]:
     """Decode one file fully; its manifest fields, or {"reason": why it is quarantined}."""
-    path, max_pixels = item
+    path, max_pixels, min_side = item
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on odd metadata; real failures raise
@@ -168,6 +181,10 @@ def _inspect(item: tuple[str, int]) -> dict[str, Any]:
                     to_gray(img)
                 except Exception as e:
                     raise ImageError(f"unsupported mode {img.mode}: {e}") from None
+                if min(img.width, img.height) < min_side:  # preprocess would upscale it into a training image
+                    raise ImageError(
+                        f"too small: {img.width}x{img.height} px, a side below ingest.min_side={min_side}"
+                    )
         info["bytes"] = os.path.getsize(path)
         info["sha256"] = sha256_file(path)
         return info
@@ -180,10 +197,10 @@ def _inspect(item: tuple[str, int]) -> dict[str, Any]:
 # ---- layout -----------------------------------------------------------------------------------
 
 
-def _layout(top: Path, source: Path, classes: tuple[str, ...], top_real: str) -> tuple[Path, dict[str, Path]]:
+def _layout(top: Path, source: Path, classes: tuple[str, ...], src: _Source) -> tuple[Path, dict[str, Path]]:
     """The dataset root (top, or its one wrapping folder) and its split folders."""
     root, splits = top, _split_dirs(top)
-    wrappers = [top / n for n in _listdir(top) if not _is_hidden(n) and _kind(top / n, top_real, frozenset()) == "dir"]
+    wrappers = [top / n for n in _listdir(top) if not _is_hidden(n) and _kind(top / n, src) == "dir"]
     if not splits and len(wrappers) == 1:  # e.g. brain-tumor-mri-dataset/Training/...
         root, splits = wrappers[0], _split_dirs(wrappers[0])
     if len(splits) == len(SPLITS):
@@ -211,19 +228,18 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return {split: root / out[split][0] for split in SPLITS.values() if split in out}
 
 
-def _scan_splits(split_dirs: dict[str, Path], classes: tuple[str, ...], top_real: str, source: Path) -> list[Found]:
+def _scan_splits(split_dirs: dict[str, Path], classes: tuple[str, ...], src: _Source, source: Path) -> list[Found]:
     found: list[Found] = []
     problems: list[str] = []
     for split, d in split_dirs.items():
-        kind = _kind(d, top_real, frozenset())
-        if kind != "dir":  # the split folder itself is a link that leaves the source
+        kind = _kind(d, src)
+        if kind != "dir":  # the split folder itself is a link: one quarantine row, not followed
             found.append(Found(split, "", d.name, d, kind))
             continue
         present, unknown = set(), []
-        ancestors = frozenset({top_real, os.path.realpath(d.parent), os.path.realpath(d)})
         for name in _listdir(d):
             p, rel = d / name, f"{d.name}/{name}"
-            kind = _kind(p, top_real, ancestors)
+            kind = _kind(p, src)
             # a file directly in the split folder has no class; a class folder that is a bad link does
             cls = name if name in classes and kind != "file" else ""
             if kind == "dir" and not cls and not _is_hidden(name):
@@ -231,7 +247,7 @@ def _scan_splits(split_dirs: dict[str, Path], classes: tuple[str, ...], top_real
                 continue
             present.update({cls} - {""})
             if kind == "dir":
-                entries = _walk(p, rel, top_real, ancestors)
+                entries = _walk(p, rel, src)
             else:
                 entries = iter([(rel, p, "" if kind == "file" else kind)])
             for r, q, reason in entries:
@@ -255,8 +271,8 @@ def _name_reason(relpath: str, cls: str) -> str:
     return "" if cls else NOT_IN_CLASS
 
 
-def _outside_layout(top: Path, root: Path, split_dirs: dict[str, Path], top_real: str) -> list[str]:
-    """Names (relative to the source) of every file that is not under a split folder."""
+def _outside_layout(top: Path, root: Path, split_dirs: dict[str, Path], src: _Source) -> list[str]:
+    """Names (relative to the source, as on disk) of every file that is not under a split folder."""
     skip = set(split_dirs.values())
     out: list[str] = []
 
@@ -268,21 +284,20 @@ def _outside_layout(top: Path, root: Path, split_dirs: dict[str, Path], top_real
             if p == root:  # the wrapping folder: its other entries are outside the layout
                 visit(p, f"{r}/")
                 continue
-            if _kind(p, top_real, frozenset({top_real})) == "dir":
-                out.extend(_printable(x) for x, _, _ in _walk(p, r, top_real, frozenset({top_real})))
+            if _kind(p, src) == "dir":
+                out.extend(x for x, _, _ in _walk(p, r, src))
             else:
-                out.append(_printable(r))
+                out.append(r)
 
     visit(top, "")
-    return sorted(out)
+    return out
 
 
 # ---- walking ----------------------------------------------------------------------------------
 
 
-def _walk(d: Path, rel: str, top_real: str, ancestors: frozenset[str]) -> Iterator[tuple[str, Path, str]]:
-    """(relpath, path, reason) for every file below `d`; links are followed only while they stay in the source."""
-    ancestors = ancestors | {os.path.realpath(d)}
+def _walk(d: Path, rel: str, src: _Source) -> Iterator[tuple[str, Path, str]]:
+    """(relpath, path, reason) for every file below `d`; a link to a folder is one entry, never entered."""
     try:
         names = _listdir(d)
     except OSError as e:
@@ -290,34 +305,126 @@ def _walk(d: Path, rel: str, top_real: str, ancestors: frozenset[str]) -> Iterat
         return
     for name in names:
         p, r = d / name, f"{rel}/{name}"
-        kind = _kind(p, top_real, ancestors)
+        kind = _kind(p, src)
         if kind == "dir":
-            yield from _walk(p, r, top_real, ancestors)
+            yield from _walk(p, r, src)
         else:
             yield r, p, "" if kind == "file" else kind
 
 
-def _kind(p: Path, top_real: str, ancestors: frozenset[str]) -> str:
-    """'dir', 'file', or why the entry is not followed."""
+def _kind(p: Path, src: _Source) -> str:
+    """'dir', 'file', or why the entry is not read."""
     try:
-        if p.is_symlink():
-            target = os.path.realpath(p)
-            if not os.path.exists(target):
-                return BROKEN_LINK
-            if not _within(target, top_real) and not _in_dvc_cache(target):
-                return LINK_OUTSIDE
+        link = p.is_symlink()
+        target = os.path.realpath(p) if link else ""
+        if link and not os.path.exists(target):
+            return BROKEN_LINK
         mode = p.stat().st_mode
     except OSError as e:
         return f"unreadable: {e.strerror}"
+    if link and stat.S_ISDIR(mode):
+        # Never followed: Training/notumor/x -> Testing/glioma would re-ingest test images as training ones.
+        if _within(target, src.top_real):
+            return f"{DIR_LINK}: points to {_printable(os.path.relpath(target, src.top_real))} in the source"
+        return f"{DIR_LINK}: points to {_printable(target)} outside the source"
+    if link and not _within(target, src.top_real) and not (src.dvc_cache and _within(target, src.dvc_cache)):
+        return LINK_OUTSIDE
     if stat.S_ISDIR(mode):
-        return LINK_LOOP if os.path.realpath(p) in ancestors else "dir"
+        return "dir"
     return "file" if stat.S_ISREG(mode) else NOT_REGULAR
 
 
-def _in_dvc_cache(target: str) -> bool:
-    # DVC's `cache.type symlink` turns every tracked raw file into a link into .dvc/cache: data, not an escape.
-    parts = Path(target).parts
-    return any(a == ".dvc" and b == "cache" for a, b in zip(parts, parts[1:]))
+# ---- the DVC cache ----------------------------------------------------------------------------
+
+
+def dvc_cache_dir(source: Path) -> str | None:
+    """The resolved cache folder of the DVC repository holding `source`, or None outside one.
+
+    DVC's `cache.type symlink` turns every tracked raw file into a link into this cache: data, not an
+    escape. Only this repository's cache counts, not any path that happens to contain `.dvc/cache`.
+    The repository is the nearest folder above the source holding `.dvc/` (as DVC finds it); its
+    `cache.dir` in `.dvc/config` or `.dvc/config.local` (relative to `.dvc/`, as DVC reads it) wins.
+    """
+    here = Path(os.path.abspath(source))
+    for repo in (here, *here.parents):
+        dvc_dir = repo / ".dvc"
+        if dvc_dir.is_dir():
+            cache = str(dvc_dir / "cache")
+            for name in ("config", "config.local"):  # config.local overrides config
+                cache = _config_cache_dir(dvc_dir / name) or cache
+            return os.path.realpath(os.path.join(dvc_dir, os.path.expanduser(cache)))
+    return None
+
+
+def _config_cache_dir(config: Path) -> str | None:
+    """`dir` of the `[cache]` section of a DVC config file (INI-style), or None."""
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    section, found = "", None
+    for line in lines:
+        line = line.strip()
+        if head := re.fullmatch(r"\[\s*['\"]?(.*?)['\"]?\s*\]", line):
+            section = head.group(1).strip()
+        elif section == "cache" and (kv := re.fullmatch(r"dir\s*=\s*(.*?)\s*", line)):
+            found = kv.group(1).strip("'\"")
+    return found or None
+
+
+# ---- accounting -------------------------------------------------------------------------------
+
+
+def check_accounting(
+    top: Path, root: Path, split_dirs: dict[str, Path], rows: list[str], outside: list[str], source: Path
+) -> None:
+    """Every entry on disk in exactly one table row, checked against an independent `os.walk` listing.
+
+    `rows` are the manifest and quarantine relpaths (relative to the dataset root, as on disk), `outside`
+    the outside-layout names (relative to `top`). A file (or link, of any kind) missing, doubled or
+    unknown raises (never an `assert`, which `python -O` strips).
+    """
+    split_rels = [d.relative_to(top).as_posix() for d in split_dirs.values()]
+    root_rel = root.relative_to(top).as_posix()
+    in_layout, off_layout = [], []
+    for rel in _listing(top):
+        if any(rel == s or rel.startswith(s + "/") for s in split_rels):
+            in_layout.append(rel if root_rel == "." else rel[len(root_rel) + 1:])
+        else:
+            off_layout.append(rel)
+    problems = [
+        *_mismatch("manifest.csv / quarantine.csv", in_layout, rows),
+        *_mismatch("outside_layout.csv", off_layout, outside),
+    ]
+    if problems:
+        raise RuntimeError(
+            f"{source}: ingest's tables do not match a listing of the source (files changed during the scan, "
+            "or a bug in ingest); nothing written: " + "; ".join(problems)
+        )
+
+
+def _listing(top: Path) -> list[str]:
+    """Every non-folder entry below `top` (files, links of any kind, special files), relative, via os.walk."""
+    out: list[str] = []
+    unreadable: list[OSError] = []
+    for d, dirs, files in os.walk(top, onerror=unreadable.append, followlinks=False):
+        # os.walk lists a link to a folder among `dirs` and, with followlinks=False, does not enter it
+        out.extend(os.path.join(d, n) for n in files + [n for n in dirs if os.path.islink(os.path.join(d, n))])
+    out.extend(e.filename for e in unreadable if e.filename)  # a folder that cannot be listed is one entry
+    return [Path(os.path.relpath(p, top)).as_posix() for p in out]
+
+
+def _mismatch(table: str, on_disk: list[str], listed: list[str], shown: int = 20) -> list[str]:
+    counts, disk = Counter(listed), set(on_disk)
+    gaps = {
+        "missing from": sorted(disk - set(counts)),
+        "listed more than once in": sorted(r for r, n in counts.items() if n > 1),
+        "not on disk but in": sorted(set(counts) - disk),
+    }
+    return [
+        f"{len(names)} {what} {table}: {[_printable(n) for n in names[:shown]]}{' ...' if len(names) > shown else ''}"
+        for what, names in gaps.items() if names
+    ]
 
 
 def _listdir(d: Path) -> list[str]:
