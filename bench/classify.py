@@ -82,7 +82,7 @@ def plain(args, cfg, classes, plan, device):
     from torchvision.datasets import ImageFolder
 
     from synthmri.classify.train import new_model
-    from synthmri.generative.runtime import autocast, autocast_dtype
+    from synthmri.runtime import autocast, autocast_dtype
 
     with tempfile.TemporaryDirectory() as tmp:
         for i, (path, c, src) in enumerate(plan.rows):
@@ -136,7 +136,7 @@ def main() -> None:
 
     from synthmri import CLASSES
     from synthmri.classify.config import load_classify
-    from synthmri.generative.runtime import resolve_device
+    from synthmri.runtime import resolve_device
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from synthmri.generative.config import load_generator
 from synthmri.generative.ddpm import DDPM, build_unet
-from synthmri.generative.runtime import Dist, generator, resolve_device
+from synthmri.runtime import Dist, generator, resolve_device
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets; pass --peak-tflops for others.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,

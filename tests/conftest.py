@@ -1,15 +1,19 @@
-"""Shared fixtures: the project root and a PATH on which `synthmri` and `dvc` resolve to this venv."""
+"""Shared fixtures: the project root, a PATH on which `synthmri` and `dvc` resolve to this venv, copies of
+the project for tests that run the real dvc CLI, and the suite's summary of tests this machine cannot run."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +36,35 @@ def venv_env() -> dict[str, str]:
     return env
 
 
-# ---- helpers for tests that run the real CLI in a copy of the project ----------------------------
-# (shared by the end-to-end, remote, queue and fault tests)
+# ---- tests this machine cannot run ---------------------------------------------------------------
+# A test that needs something the machine lacks (user namespaces, a tool) skips through `machine_lacks`,
+# and the end of the run lists it apart from ordinary skips, with what else covers the same fault.
 
-PIPELINE_OUTPUTS = ("data/", "metrics/", "plots/", "dvc.lock")
+MACHINE_LACKS = "machine lacks "
+
+
+def machine_lacks(feature: str, detail: str, covered_by: str) -> None:
+    """Skip the calling test because this machine lacks `feature`; `covered_by` names the test that checks
+    the same behaviour another way, which runs here."""
+    pytest.skip(f"{MACHINE_LACKS}{feature}: {detail} (still covered by {covered_by})")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lacking = []
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+            if reason.startswith(MACHINE_LACKS):
+                lacking.append(f"{report.nodeid}: {reason.removeprefix(MACHINE_LACKS)}")
+    if lacking:
+        terminalreporter.write_sep("=", f"{len(lacking)} test(s) not run: this machine lacks what they need",
+                                   yellow=True)
+        for line in lacking:
+            terminalreporter.write_line(line)
+
+
+# ---- helpers for tests that run the real CLI in a copy of the project ----------------------------
+# (shared by the end-to-end, classify, remote, queue, fault and kill/resume tests)
 
 
 def sh(args: list[str], cwd: Path, env: dict[str, str], *, stdout_only: bool = False) -> str:
@@ -51,16 +80,39 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def declared_outputs(dvc_yaml: Path) -> list[str]:
+    """Glob patterns of every path a stage of `dvc_yaml` writes (outs, metrics, plots; `${...}` as `*`),
+    and dvc.lock: what a run leaves in the workspace, cached by DVC or not (checkpoints/, dvclive/, ...)."""
+    spec = yaml.safe_load(dvc_yaml.read_text())
+    patterns = ["dvc.lock"]
+    for stage in spec["stages"].values():
+        body = stage.get("do", stage)  # foreach stages declare their outputs under `do`
+        for key in ("outs", "metrics", "plots"):
+            for entry in body.get(key) or []:
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                patterns.append(re.sub(r"\$\{[^}]*\}", "*", path).rstrip("/"))
+    return patterns
+
+
+def is_output(rel: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p + "/*") for p in patterns)
+
+
+def project_files(root: Path) -> list[str]:
+    """The project's own files: tracked and untracked-but-not-ignored, minus every pipeline output, so a
+    copy starts clean whatever the workspace holds (a `make demo` leaves checkpoints/, dvclive/, metrics/...)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout.split("\n")
+    outputs = declared_outputs(root / "dvc.yaml")
+    return [rel for rel in filter(None, listed) if (root / rel).is_file() and not is_output(rel, outputs)]
+
+
 def copy_project(root: Path, dst: Path, env: dict[str, str]) -> Path:
-    """A git + DVC copy of the project's files (tracked and untracked, not ignored; no pipeline
-    outputs) at `dst`, committed, with the `team` remote pointed at a folder beside it."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        src = root / rel
-        if src.is_file() and not rel.startswith(PIPELINE_OUTPUTS):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
+    """A git + DVC copy of the project's files (`project_files`) at `dst`, committed, with the `team`
+    remote pointed at a folder beside it."""
+    for rel in project_files(root):
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dst / rel)
     sh(["git", "init", "-q", "-b", "main"], dst, env)
     sh(["dvc", "remote", "modify", "team", "url", str(dst.parent / "remote")], dst, env)
     sh(["git", "add", "-A"], dst, env)
@@ -81,6 +133,26 @@ def demo_baseline(tmp_path_factory, root, venv_env) -> Path:
     sh(["git", "add", "-A"], repo, venv_env)
     sh(["git", "commit", "-qm", "demo data pipeline"], repo, venv_env)
     return repo
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    repo: Path  # the project after `dvc exp run -S profile=demo`, its results committed
+    output: str  # what that command printed
+    status: str  # `git status --porcelain` right after it, before the commit
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, root, venv_env) -> DemoRun:
+    """`make demo`'s pipeline, once per test session: the whole demo profile run with the real
+    `dvc exp run` in a copy of the project. Shared by the end-to-end and classify tests: read it, or take
+    a `private_copy` to change anything."""
+    repo = copy_project(root, tmp_path_factory.mktemp("demo_run") / "repo", venv_env)
+    output = sh(["dvc", "exp", "run", "-S", "profile=demo"], repo, venv_env)
+    status = sh(["git", "status", "--porcelain", "--untracked-files=all"], repo, venv_env, stdout_only=True)
+    sh(["git", "add", "-A"], repo, venv_env)
+    sh(["git", "commit", "-qm", "demo run"], repo, venv_env)
+    return DemoRun(repo, output, status)
 
 
 def private_copy(repo: Path, dst: Path) -> Path:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from synthmri import CLASSES
-from synthmri.classify.data import IMAGENET_MEAN, IMAGENET_STD, DeviceData, check_plan, load_images
+from synthmri.classify.data import (IMAGENET_MEAN, IMAGENET_STD, NORM_IMAGENET, NORM_NO_MEAN, DeviceData, check_plan,
+                                    load_images)
 from synthmri.classify.mixtures import LeakageError, Plan
 from synthmri.data.images import sha256_file, write_png
 
@@ -83,6 +84,13 @@ def test_load_images_decodes_once_and_excludes_leaks(tiny):
     assert all("duplicates a test image" in e["reason"] for e in images.pools.excluded)
     assert all(p.endswith("_leak.png") for p in (e["path"] for e in images.pools.excluded))
     assert len(images.pools.test) == n_test
+    assert images.test_copies_found == 4 and images.pools_for(True) is images.pools
+    # classify.drop_test_copies: false (the paper as coded): the same copies stay in place and are listed
+    kept = images.pools_for(False)
+    assert {c: len(v) for c, v in kept.real.items()} == {c: 7 for c in CLASSES}
+    assert kept.kept_test_copies == {e["path"] for e in images.pools.excluded}
+    assert kept.real["glioma"] == sorted(kept.real["glioma"])  # manifest order, as the dropped pools
+    assert kept.excluded == [] and kept.test == images.pools.test and kept.synthetic == images.pools.synthetic
     # the decoded pixels are the file's pixels
     i = images.paths.index(images.pools.test[0][0])
     from synthmri.data.images import read_gray
@@ -99,7 +107,31 @@ def test_check_plan_refuses_a_test_image_or_its_copy(tiny):
     with pytest.raises(LeakageError, match="duplicates a test image"):
         check_plan(images, Plan(((leaked, "glioma", "real"),), {}))
     ok = images.pools.real["glioma"][0]
-    check_plan(images, Plan(((ok, "glioma", "real"),), {}))
+    assert check_plan(images, Plan(((ok, "glioma", "real"),), {})) == 0
+
+
+def test_kept_test_copies_pass_counted_and_nothing_else(tiny, tmp_path):
+    manifest, syn = tiny
+    # a synthetic image identical to a test image: left out and refused whatever drop_test_copies says
+    test_path = load_images(manifest, syn, CLASSES, 32, workers=1).pools.test[0][0]
+    (tmp_path / "synthetic" / "glioma" / "glioma_0000.png").write_bytes((tmp_path / test_path).read_bytes())
+    images = load_images(manifest, syn, CLASSES, 32, workers=1)
+    kept = images.pools_for(False)
+    copies = sorted(kept.kept_test_copies)
+    rows = tuple((p, p.split("/")[2], "real") for p in copies) + ((kept.real["glioma"][0], "glioma", "real"),)
+    assert check_plan(images, Plan(rows, {}), kept) == 4
+    with pytest.raises(LeakageError, match="duplicates a test image"):
+        check_plan(images, Plan(rows, {}))  # the default pools: dropped, so refused
+    for pools in (kept, images.pools):
+        assert "synthetic/glioma/glioma_0000.png" not in pools.synthetic["glioma"]
+        assert [e["reason"] for e in pools.excluded if e["path"].startswith("synthetic/")] == [
+            "synthetic image identical to a test image"]
+        with pytest.raises(LeakageError, match="synthetic training image synthetic/glioma/glioma_0000.png"):
+            check_plan(images, Plan((("synthetic/glioma/glioma_0000.png", "glioma", "synthetic"),), {}), pools)
+        with pytest.raises(LeakageError, match="in the training set"):
+            check_plan(images, Plan(((test_path, "glioma", "real"),), {}), pools)
+        with pytest.raises(LeakageError, match="synthetic training image .*_leak.png .* duplicates a test image"):
+            check_plan(images, Plan(((copies[0], "glioma", "synthetic"),), {}), pools)  # a copy under another source
 
 
 def test_synthetic_images_are_resized_to_the_input_size(tmp_path, monkeypatch):
@@ -128,9 +160,25 @@ def test_device_batch_normalises_and_repeats_channels_once():
     for ch in range(3):
         expect = (px[0].float() / 255 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch]
         assert torch.allclose(x[0, ch], expect)
-    raw = DeviceData(px, "raw255", "none", channels_last=False).batch(torch.tensor([0]), train=False)
-    assert torch.equal(raw[0, 1], px[0].float())  # paper's code: raw 0-255 pixels
+    with pytest.raises(ValueError, match="unknown input normalisation 'raw255'"):
+        DeviceData(px, "raw255", "none", channels_last=False)
     flip = DeviceData(px.repeat(64, 1, 1), "unit", "flip", False).batch(torch.arange(64), train=True,
                                                                        generator=torch.Generator().manual_seed(0))
     flipped = (flip[:, 0, 0, 0] == 1.0).sum()  # pixel (0,0) is 255 only after a horizontal flip
     assert 0 < flipped < 64
+
+
+def test_as_coded_inputs_skip_the_mean_at_the_same_scale():
+    """Paper's code: raw 0-255 into caffe-style VGG-19 (weights expect mean-subtracted 0-255). On torchvision
+    weights the same slip is x/255/std: the corrected input plus mean/std, not x (a 1/(255*std) ~ 58x scale error)."""
+    px = torch.tensor([[[0, 255], [128, 64]]], dtype=torch.uint8)
+    coded = DeviceData(px, NORM_NO_MEAN, "none", channels_last=False).batch(torch.tensor([0]), train=False)
+    right = DeviceData(px, NORM_IMAGENET, "none", channels_last=False).batch(torch.tensor([0]), train=False)
+    want = torch.tensor([[0.0, 255.0], [128.0, 64.0]])
+    for ch, (m, sd) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
+        assert torch.allclose(coded[0, ch], want / 255 / sd)  # e.g. 255 -> 1/0.229 = 4.367 on channel 0
+        assert torch.allclose(coded[0, ch] - right[0, ch], torch.full((2, 2), m / sd))  # only the mean is missing
+    assert coded[0, 0, 0, 1].item() == pytest.approx(4.3668, abs=1e-4)
+    assert coded[0, 2, 0, 0].item() == 0.0 and right[0, 2, 0, 0].item() == pytest.approx(-0.406 / 0.225)
+    span = lambda x: (x.amax(dim=(-1, -2)) - x.amin(dim=(-1, -2)))  # noqa: E731
+    assert torch.allclose(span(coded), span(right))  # the same scale

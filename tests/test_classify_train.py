@@ -16,7 +16,7 @@ from synthmri.classify.commands import classify_cmd, ratio_cmd
 from synthmri.classify.config import ModelParams, ScenarioParams, load_classify
 from synthmri.classify.data import load_images
 from synthmri.classify.models import build_model, weights_path
-from synthmri.classify.run import run_scenario
+from synthmri.classify.run import plan_all, run_scenario
 from synthmri.classify.train import label_order
 from synthmri.params import ParamsError
 from tests.test_classify_data import make_dataset
@@ -42,6 +42,46 @@ def images(tmp_path_factory):
         yield load_images("processed/manifest.csv", "synthetic", CLASSES, 32, workers=1), root
     finally:
         os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory):
+    """6 real Training images per class plus one byte copy of a Testing image (as the paper's data had)."""
+    root = tmp_path_factory.mktemp("leak")
+    cwd = Path.cwd()
+    import os
+    os.chdir(root)
+    try:
+        make_dataset(root, train=6, test=3, synthetic=4, size=32, leak=True)
+        yield load_images("processed/manifest.csv", "synthetic", CLASSES, 32, workers=1), root
+    finally:
+        os.chdir(cwd)
+
+
+def test_test_copies_are_dropped_or_kept_and_counted(leaky, monkeypatch):
+    imgs, root = leaky
+    monkeypatch.chdir(root)
+    kept_cfg = cfg_for(seeds=(1, 2), drop_test_copies=False)  # the paper as coded
+    s5 = load_classify({"scenarios": {"s5": {"finetune": {"real": "x0.5", "draw": "pooled", "synthetic": "all"},
+                                             "draw_seed": "train", "finetune_epochs": 1}}}).scenarios["s5"]
+    plans, copies = plan_all("s5", s5, kept_cfg, imgs, CLASSES)
+    for seed, (first, second) in plans.items():
+        assert first.counts["glioma"] == {"real": 7, "synthetic": 0}
+        leaks_in_half = sum(p.endswith("_leak.png") for p, _, _ in second.rows)  # by name, independently
+        assert copies[seed] == (4, leaks_in_half)
+        assert sum(second.counts[c]["real"] for c in CLASSES) == 14  # half of 4 * 7, pooled
+    assert plans[1][1].rows != plans[2][1].rows  # each training seed shuffles its own half
+    _, dropped = plan_all("s5", s5, cfg_for(seeds=(1, 2)), imgs, CLASSES)
+    assert dropped == {1: (0, 0), 2: (0, 0)}
+
+    metrics, _ = run_scenario("baseline", ScenarioParams(), kept_cfg, imgs, CLASSES)
+    assert metrics["test_copies"] == {"drop": False, "found": 4, "dropped": 0, "trained": {"1": 4, "2": 4}}
+    assert metrics["train_counts"]["glioma"] == {"real": 7, "synthetic": 0}
+    assert metrics["excluded_from_pools"] == {}
+    metrics, _ = run_scenario("baseline", ScenarioParams(), cfg_for(seeds=(1,)), imgs, CLASSES)
+    assert metrics["test_copies"] == {"drop": True, "found": 4, "dropped": 4, "trained": {"1": 0}}
+    assert metrics["train_counts"]["glioma"] == {"real": 6, "synthetic": 0}
+    assert metrics["excluded_from_pools"] == {"duplicates a test image (source file)": 4}
 
 
 def test_a_tiny_model_beats_chance_clearly(images, monkeypatch):
@@ -97,14 +137,23 @@ def test_label_order_as_coded_does_not_change_what_is_reported(images, monkeypat
     assert metrics["paper_as_coded"] is True
 
 
-def test_pretrained_weights_come_only_from_files(tmp_path):
+def test_pretrained_weights_come_only_from_checked_files(tmp_path, monkeypatch):
+    from synthmri import pretrained
+
     cfg = ModelParams(arch="mobilenet_v2", pretrained=True, weights_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"mobilenet_v2-b0353104\.pth.*synthmri weights fetch"):
         build_model(cfg, 4, 32)
     import torchvision
     torch.manual_seed(0)
     ref = torchvision.models.mobilenet_v2(weights=None)
-    torch.save(ref.state_dict(), weights_path(cfg))
+    torch.save(ref.state_dict(), weights_path(cfg))  # other bytes under the registered name: refused
+    with pytest.raises(pretrained.WeightsError, match=r"mobilenet_v2-b0353104\.pth: sha256 [0-9a-f]{64} is not b0353104"):
+        build_model(cfg, 4, 32)
+    # a file whose registered full digest matches loads into the backbone (entry swapped for this test only)
+    entry = pretrained.get("mobilenet_v2")
+    (tmp_path / "mobilenet_v2-own.pth").write_bytes(weights_path(cfg).read_bytes())
+    monkeypatch.setitem(pretrained.REGISTRY, "mobilenet_v2", pretrained.WeightsFile(
+        entry.name, "mobilenet_v2-own.pth", entry.url, pretrained.sha256_of(tmp_path / "mobilenet_v2-own.pth"), entry.used_by))
     net = build_model(cfg, 4, 32)
     assert torch.equal(net.features[0][0].weight, ref.features[0][0].weight)
     assert net.classifier[1].out_features == 4

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from synthmri.fidelity import metrics as M
-from synthmri.fidelity import weights as W
+from synthmri import pretrained as W
 from synthmri.fidelity.features import GrayAs3Channels, build_extractor, extract
 
 TINY = "synthmri-tiny-test"

@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from synthmri.data.images import write_png
+from synthmri.data.images import read_gray, write_png
 from synthmri.fidelity import memorisation as mem
 from synthmri.fidelity import metrics as M
 from synthmri.fidelity.commands import fidelity_cmd
 from synthmri.fidelity.config import FidelityParams, MemorisationParams, load_fidelity
-from synthmri.fidelity.evaluate import evaluate
+from synthmri.fidelity.evaluate import Resample, evaluate, resample_like_generated
 from synthmri.fidelity.features import extract, load_images
-from synthmri.fidelity.weights import MissingWeightsError
+from synthmri.pretrained import MissingWeightsError
 from synthmri.params import ParamsError
-from tests.test_fidelity_metrics import TINY, blobs, tiny_extractor, tiny_weights
+from tests.test_fidelity_metrics import TINY, blobs, fid_reference, tiny_extractor, tiny_weights
 
 CLASSES = ("glioma", "notumor")
 
@@ -52,11 +52,12 @@ def make_project(root, n_train=12, n_test=6, n_synth=8, copies=(), size=32):
     return manifest, root / "data/synthetic", real
 
 
-def run_tiny(tmp_path, manifest, synthetic, cfg, out="fidelity.json"):
+def run_tiny(tmp_path, manifest, synthetic, cfg, out="fidelity.json", resample=None):
     weights = tiny_weights(tmp_path / "tiny.pth")
     cfg = FidelityParams(**{**cfg.to_dict(), "weights": str(weights),
                             "memorisation": MemorisationParams(**cfg.to_dict()["memorisation"])})
-    return evaluate(manifest, synthetic, tmp_path / out, tmp_path / "plots", cfg, CLASSES, extractor_name=TINY)
+    return evaluate(manifest, synthetic, tmp_path / out, tmp_path / "plots", cfg, CLASSES, extractor_name=TINY,
+                    resample=resample)
 
 
 def test_stage_writes_metrics_plots_and_reuses_real_features(tmp_path):
@@ -209,3 +210,87 @@ def test_nearest_pixel_is_exact_against_brute_force():
         cands = [((v.astype(int) - r.astype(int)) ** 2).mean() for v in (query[q], query[q][:, ::-1]) for r in real]
         assert mse[q] == min(cands)
         assert (int(np.argmin(cands)) % len(real)) == idx[q] and mirrored[q] == (int(np.argmin(cands)) >= len(real))
+
+
+# ---- the resampled floor: real Testing images resized as generated ones are --------------------------
+
+
+def _pipeline_resample(path, r: Resample) -> np.ndarray:
+    """What the generator pipeline itself does to an image: its loader, then its sampler's resize."""
+    import torch
+
+    from synthmri.generative.data import _load
+    from synthmri.generative.sample import to_uint8
+
+    small = _load((str(path), r.train_size))  # generator training input (generative/data.py)
+    return to_uint8(torch.from_numpy(small).float()[None, None] / 255.0, r.out_size)[0]  # ddpm.py: uint8 / 255
+
+
+@pytest.mark.parametrize("size,r", [(32, Resample(16, 32)), (256, Resample(128, 256)), (64, Resample(32, 16))])
+def test_resample_is_the_generator_pipelines_resize_byte_for_byte(tmp_path, size, r):
+    img = blobs(1, size=size, seed=5)[0]
+    write_png(tmp_path / "a.png", img)
+    ours = resample_like_generated(read_gray(tmp_path / "a.png"), r)
+    assert ours.dtype == np.uint8 and ours.shape == (r.out_size, r.out_size)
+    assert np.array_equal(ours, _pipeline_resample(tmp_path / "a.png", r))
+    if r.out_size == size:  # the resampling is applied: the image comes back changed
+        assert np.abs(ours.astype(int) - img.astype(int)).mean() > 0.5
+    same = resample_like_generated(img, Resample(size, size))  # no size change: no op
+    assert np.array_equal(same, img)
+
+
+def test_stage_reports_the_resampled_floor_as_a_direct_computation(tmp_path):
+    manifest, synthetic, _ = make_project(tmp_path)
+    cfg = FidelityParams(cache_dir=str(tmp_path / "cache"), workers=1)
+    r = Resample(16, 32)
+    out = run_tiny(tmp_path, manifest, synthetic, cfg, resample=r)
+    assert out["feature_cache"] == {"hits": 0, "misses": 6}  # train, test and resampled test of two classes
+    assert out["reference"]["resample"]["train_size"] == 16 and out["reference"]["resample"]["out_size"] == 32
+    assert out["extractor"]["random_weights"] is False
+
+    ex = tiny_extractor(tmp_path)  # the same weights as run_tiny's (seed 0)
+    df = pd.read_csv(manifest)
+    for cls in CLASSES:
+        rows = df[(df["class"] == cls) & (df["status"] == "kept")]
+        train = [read_gray(p) for p in rows[rows["split"] == "train"]["out_path"]]
+        test_paths = list(rows[rows["split"] == "test"]["out_path"])
+        f_train = extract(ex, train, 8, "train")["feat"]
+        f_test = extract(ex, [read_gray(p) for p in test_paths], 8, "test")["feat"]
+        f_rs = extract(ex, [_pipeline_resample(p, r) for p in test_paths], 8, "resampled")["feat"]
+        assert np.abs(f_rs - f_test).max() > 1e-3  # the resampling reaches the features
+        got = out[cls]
+        assert got[M.FID_REAL_FLOOR_RESAMPLED] == pytest.approx(fid_reference(f_rs, f_train), rel=1e-5)
+        assert got[M.FID_REAL_FLOOR] == pytest.approx(fid_reference(f_test, f_train), rel=1e-5)
+        assert got[M.FID_REAL_FLOOR_RESAMPLED] != pytest.approx(got[M.FID_REAL_FLOOR], rel=1e-3)
+        assert got[M.KID_REAL_FLOOR_RESAMPLED]["subset_size"] == 6
+        assert M.fid(f_rs, f_test) > 1e-4  # FID(real, resampled real) > 0
+    assert out["summary"]["fid_real_floor_resampled_mean"] == pytest.approx(
+        np.mean([out[c][M.FID_REAL_FLOOR_RESAMPLED] for c in CLASSES]))
+
+    again = run_tiny(tmp_path, manifest, synthetic, cfg, out="again.json", resample=r)  # cached by transform too
+    assert again["feature_cache"] == {"hits": 6, "misses": 0}
+    assert again["glioma"][M.FID_REAL_FLOOR_RESAMPLED] == out["glioma"][M.FID_REAL_FLOOR_RESAMPLED]
+    other = run_tiny(tmp_path, manifest, synthetic, cfg, out="other.json", resample=Resample(8, 32))
+    assert other["feature_cache"] == {"hits": 4, "misses": 2}  # another transform is another cache entry
+    without = run_tiny(tmp_path, manifest, synthetic, cfg, out="none.json")
+    assert without["glioma"][M.FID_REAL_FLOOR_RESAMPLED] is None and without["reference"]["resample"] is None
+
+
+def test_resample_sizes_come_from_the_generator_params(tmp_path, monkeypatch):
+    assert Resample.from_params({}) == Resample(128, 256)  # paper §5.1.1, §5.1.3
+    raw = {"generator": {"kind": "dcgan", "dcgan": {"image_size": 48}, "ddpm": {"image_size": 64}},
+           "generate": {"out_size": 96}}
+    assert Resample.from_params(raw) == Resample(48, 96)
+    assert Resample.from_params({**raw, "generator": {**raw["generator"], "kind": "ddpm"}}) == Resample(64, 96)
+    with pytest.raises(ParamsError, match="generator.ddpm.image_size"):
+        Resample.from_params({"generator": {"ddpm": {"image_size": 7}}})
+
+    # fidelity_cmd hands exactly these to the stage
+    import synthmri.fidelity.evaluate as E
+
+    seen = {}
+    monkeypatch.setattr(E, "evaluate", lambda *a, **k: seen.update(k) or {})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"classes": ["glioma"]}, **raw}))
+    fidelity_cmd(tmp_path / "m.csv", tmp_path / "s", tmp_path / "f.json", tmp_path / "plots", tmp_path / "params.yaml")
+    assert seen["resample"] == Resample(48, 96)

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from synthmri.generative.checkpoint import MODEL_FILE
 from synthmri.generative.config import load_generator
 from synthmri.generative.sample import load_generator_model
-from synthmri.generative.runtime import tensors_sha256
+from synthmri.runtime import tensors_sha256
 from synthmri.generative.train import train_generator
 from tests.test_generative_data import make_manifest
 from tests.test_generative_train import tiny

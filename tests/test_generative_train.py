@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from synthmri.generative import checkpoint as ckpt
 from synthmri.generative.config import load_generator
-from synthmri.generative.runtime import tensors_sha256
+from synthmri.runtime import tensors_sha256
 from synthmri.generative.sample import load_generator_model
 from synthmri.generative.train import train_generator
 from tests.test_generative_data import make_manifest

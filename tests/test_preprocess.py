@@ -306,28 +306,72 @@ def test_histmatch_off_writes_the_clahe_image(data, tmp_path):
         assert np.array_equal(read_gray(r["out_path"]), expect), r["relpath"]
 
 
-def test_histmatch_matches_to_the_class_reference(default_run, data, tmp_path):
+def _clahe_images(man: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each kept image as the stage has it before matching (no rotation), computed here independently."""
+    kept = man[man["status"] == "kept"]
+    return {r["relpath"]: ops.clahe(ops.resize(read_gray(r["path"]), SIZE), 2.0, 8) for _, r in kept.iterrows()}
+
+
+def _reference(images) -> np.ndarray:
+    return ops.reference_cdf(np.stack([ops.histogram(i) for i in images]))
+
+
+def test_histmatch_default_is_one_agnostic_training_reference_for_every_image(default_run, data, tmp_path):
     _, metrics, _ = default_run
-    assert metrics["reference"]["glioma"] == {"images": 6, "per_split": {"train": 6, "test": 0}}
-    # without CLAHE (whose 4-pixel tiles quantise a 32-px image), each class's outputs are closer
-    # to one another than the resized images they came from
-    out, _ = _run(data, tmp_path, config(**{"clahe.enabled": False, "rotate.probability": 0.0}))
+    agn = metrics["reference"]["agnostic"]
+    assert agn["images"] == 6 and agn["per_split"] == {"train": 6, "test": 0} and sum(agn["per_class"].values()) == 6
+    assert "per_class" not in metrics["reference"]
+    assert metrics["histmatch_reference"] == {"train": "agnostic", "test": "agnostic"}
+
+    # with more reference images than Training holds, the reference is every kept Training image:
+    # recompute it independently and check every output, Training and Testing, pixel for pixel
+    out, _ = _run(data, tmp_path, config(**{"rotate.probability": 0.0, "histmatch.reference_images": 1000}))
+    man = read_table(out / "manifest.csv")
+    pre = _clahe_images(man)
+    kept = man[man["status"] == "kept"]
+    ref = _reference([pre[r] for r in kept.loc[kept["split"] == "train", "relpath"]])
+    for _, r in kept.iterrows():
+        img = pre[r["relpath"]]
+        assert np.array_equal(read_gray(r["out_path"]), ops.match_lut(ops.histogram(img), ref)[img]), r["relpath"]
+    assert (kept["split"] == "test").sum() == 12
+
+
+def test_histmatch_per_class_matches_training_to_its_class_and_testing_to_the_agnostic_reference(data, tmp_path):
+    cfg = config(**{"rotate.probability": 0.0, "histmatch.reference_images": 1000, "histmatch.reference": "per_class"})
+    out, metrics = _run(data, tmp_path, cfg)
+    assert metrics["histmatch_reference"] == {"train": "own class", "test": "agnostic"}
     man = read_table(out / "manifest.csv")
     kept = man[man["status"] == "kept"]
+    train = kept[kept["split"] == "train"]
+    assert {c: m["images"] for c, m in metrics["reference"]["per_class"].items()} == \
+        {c: int((train["class"] == c).sum()) for c in CLASSES}
+    pre = _clahe_images(man)
+    agnostic = _reference([pre[r] for r in train["relpath"]])
+    per_class = {c: _reference([pre[r] for r in train.loc[train["class"] == c, "relpath"]]) for c in CLASSES}
+    for _, r in kept.iterrows():
+        img = pre[r["relpath"]]
+        ref = per_class[r["class"]] if r["split"] == "train" else agnostic
+        assert np.array_equal(read_gray(r["out_path"]), ops.match_lut(ops.histogram(img), ref)[img]), r["relpath"]
+
+    # without CLAHE (whose 4-pixel tiles quantise a 32-px image), each class's Training outputs are
+    # closer to one another than the resized images they came from
+    out, _ = _run(data, tmp_path / "noclahe", dataclasses.replace(cfg, clahe=dataclasses.replace(cfg.clahe, enabled=False)))
+    man = read_table(out / "manifest.csv")
+    train = man[(man["status"] == "kept") & (man["split"] == "train")]
 
     def spread(imgs):
         return np.std([ops.cdf(ops.histogram(i)) for i in imgs], axis=0).mean()
 
     for cls in CLASSES:
-        c = kept[kept["class"] == cls]
+        c = train[train["class"] == cls]
         before = spread([ops.resize(read_gray(p), SIZE) for p in c["path"]])
         after = spread([read_gray(p) for p in c["out_path"]])
         assert after < before / 5, cls
 
 
 def test_train_only_reference_never_sees_testing(tmp_path):
-    """Brightening every Testing image leaves every Training output unchanged when the reference is
-    Training only, and changes them when Testing is part of the reference (the paper's code)."""
+    """Brightening every Testing image leaves every Training output unchanged (the reference is
+    Training only); a reference that would take Testing images in is refused while it is applied."""
     def build(root, test_level):
         ds = DataSet(root)
         for k in range(8):
@@ -336,19 +380,114 @@ def test_train_only_reference_never_sees_testing(tmp_path):
             ds.add("test", "glioma", f"t{k}.png", 40, 40, level=test_level)
         return ds.manifest()
 
-    def train_bytes(man_path, splits):
-        cfg = config(**{"histmatch.reference_splits": splits, "histmatch.reference_images": 100, "balance.classes": []})
-        out, metrics = _run(man_path, man_path.parent / f"out_{'_'.join(splits)}", cfg)
+    def train_bytes(man_path, **changes):
+        cfg = config(**{"histmatch.reference_images": 100, "balance.classes": [], **changes})
+        out, metrics = _run(man_path, man_path.parent / "out", cfg)
         man = read_table(out / "manifest.csv")
         return [Path(p).read_bytes() for p in man.loc[man["split"] == "train", "out_path"]], metrics
 
     a, b = build(tmp_path / "a", 120.0), build(tmp_path / "b", 230.0)
-    train_a, m = train_bytes(a, ["train"])
-    assert m["reference"]["glioma"]["per_split"] == {"train": 8, "test": 0}
-    assert train_a == train_bytes(b, ["train"])[0]
-    both_a, m2 = train_bytes(a, ["train", "test"])
-    assert m2["reference"]["glioma"]["per_split"] == {"train": 8, "test": 4}
-    assert both_a != train_bytes(b, ["train", "test"])[0]
+    for reference in ("agnostic", "per_class"):
+        train_a, m = train_bytes(a, **{"histmatch.reference": reference})
+        assert m["reference"]["agnostic"]["per_split"] == {"train": 8, "test": 0}
+        assert train_a == train_bytes(b, **{"histmatch.reference": reference})[0]
+    with pytest.raises(P.ParamsError, match=r"preprocess.histmatch.reference_splits: must be \[train\] when "
+                                             r"preprocess.histmatch.apply is true"):
+        config(**{"histmatch.reference_splits": ["train", "test"]})
+    with pytest.raises(P.ParamsError, match="preprocess.histmatch.reference_splits"):
+        config(**{"histmatch.reference_splits": ["test"], "histmatch.reference": "per_class"})
+    # the paper's code: [train, test] with nothing matched saved is valid, and builds no reference
+    _, m = train_bytes(a, **{"histmatch.reference_splits": ["train", "test"], "histmatch.apply": False})
+    assert m["reference"] == {} and m["histmatch_reference"] == {"train": "none", "test": "none"}
+
+
+def test_balance_counts_override_the_draw(data, tmp_path):
+    cfg = config(**{"balance.counts": {"glioma": 4, "meningioma": 9, "pituitary": 20}})
+    out, metrics = _run(data, tmp_path, cfg)
+    b = metrics["balance"]
+    assert b["glioma"] == {"available": 12, "drawn": 4, "kept": 4, "short_by": 0, "source": "counts"}
+    assert b["meningioma"] == {"available": 10, "drawn": 9, "kept": 9, "short_by": 0, "source": "counts"}
+    assert b["pituitary"] == {"available": 8, "drawn": 20, "kept": 8, "short_by": 12, "source": "counts"}
+    assert metrics["train"]["per_class"] == {"glioma": 4, "meningioma": 9, "notumor": 6, "pituitary": 8}
+    _, partial = _run(data, tmp_path / "partial", config(**{"balance.counts": {"glioma": 4}}))
+    assert partial["balance"]["glioma"]["source"] == "counts" and partial["balance"]["meningioma"]["source"] == "randint"
+    assert 5 <= partial["balance"]["meningioma"]["drawn"] <= 7
+
+
+@pytest.mark.parametrize("counts, message", [
+    ({"notumor": 817}, "preprocess.balance.counts: class(es) ['notumor'] not in preprocess.balance.classes"),
+    ({"glioma": 0}, "preprocess.balance.counts.glioma: expected an integer >= 1, got 0"),
+    ({"glioma": 8.5}, "preprocess.balance.counts.glioma: expected an integer >= 1"),
+    ([867, 802], "preprocess.balance.counts: expected a mapping"),
+])
+def test_bad_balance_counts_name_the_key(counts, message):
+    with pytest.raises(P.ParamsError) as e:
+        config(**{"balance.counts": counts})
+    assert message in str(e.value)
+
+
+def test_no_seeded_python_draw_gives_table_2():
+    """The profiles' comment: the notebook's random.seed(10) + randint(700, 900) cannot give the
+    paper's 867 / 802 / 721: the first draw is 846 whatever the class order."""
+    import random
+
+    rnd = random.Random(10)
+    assert [rnd.randint(700, 900) for _ in range(3)] == [846, 708, 809]
+
+
+def test_whole_degree_rotation_is_randrange_minus_10_to_9(tmp_path):
+    from synthmri.data.preprocess import _rotations
+
+    df = pd.DataFrame({"split": "train", "relpath": [f"Training/glioma/{k}.png" for k in range(3000)]})
+    cfg = config(**{"rotate.probability": 1.0, "rotate.whole_degrees": True})
+    angles = _rotations(df, pd.Series("", index=df.index), cfg)
+    assert set(angles) == set(float(a) for a in range(-10, 10))  # randrange(-10, 10): 10 is never drawn
+    half = _rotations(df, pd.Series("", index=df.index), config(**{"rotate.whole_degrees": True}))
+    assert 1300 < (half == 0).sum() < 1700 and set(half) <= set(float(a) for a in range(-10, 10))
+    with pytest.raises(P.ParamsError, match="preprocess.rotate.max_degrees: must be a whole number"):
+        config(**{"rotate.whole_degrees": True, "rotate.max_degrees": 7.5})
+
+
+def test_order_resize_last_is_the_papers_code(data, tmp_path):
+    """rotate -> CLAHE at the native size -> bilinear resize, recomputed here with OpenCV directly."""
+    import cv2
+
+    cfg = config(order="resize_last", resize_interpolation="bilinear",
+                 **{"rotate.probability": 1.0, "rotate.whole_degrees": True, "histmatch.apply": False})
+    out, metrics = _run(data, tmp_path / "last", cfg)
+    assert metrics["order"] == "resize_last" and metrics["resize_interpolation"] == "bilinear"
+    man = read_table(out / "manifest.csv")
+    kept = man[man["status"] == "kept"]
+    first = read_table(_run(data, tmp_path / "first", dataclasses.replace(cfg, order="resize_first"))[0] / "manifest.csv")
+    first = first.set_index("relpath")
+    for _, r in kept.iterrows():
+        gray = read_gray(r["path"])
+        h, w = gray.shape
+        m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(r["rotation"]), 1.0)
+        rot = cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(rot)
+        expect = cv2.resize(clahe, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+        got = read_gray(r["out_path"])
+        assert np.array_equal(got, expect), r["relpath"]
+        assert r["rotation"] == int(r["rotation"]) and -10 <= r["rotation"] <= 9
+        assert not np.array_equal(got, read_gray(first.at[r["relpath"], "out_path"])), r["relpath"]
+
+
+def test_profiles_set_the_as_coded_preprocess_and_table_2(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(root)
+    loaded = {}
+    for profile in ("paper", "paper_as_coded", "demo"):
+        out = tmp_path / f"{profile}.yaml"
+        result = CliRunner().invoke(app, ["params", f"profile={profile}", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        loaded[profile] = P.load("preprocess", out)
+    table2 = {"glioma": 867, "meningioma": 802, "pituitary": 721}
+    assert loaded["paper"].balance.counts == loaded["paper_as_coded"].balance.counts == table2
+    assert loaded["demo"].balance.counts == {}  # the demo claims no Table 2
+    coded, paper = loaded["paper_as_coded"], loaded["paper"]
+    assert (coded.order, coded.resize_interpolation, coded.rotate.whole_degrees) == ("resize_last", "bilinear", True)
+    assert (paper.order, paper.resize_interpolation, paper.rotate.whole_degrees) == ("resize_first", "auto", False)
+    assert paper.histmatch.reference == "agnostic" and paper.histmatch.apply is True
 
 
 def test_same_bytes_with_one_or_two_workers(data, tmp_path):

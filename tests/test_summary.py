@@ -33,3 +33,51 @@ def test_summary_on_the_paper_profile_is_not_labelled_demo(tmp_path):
     result = CliRunner().invoke(app, ["summary", str(tmp_path), "--params", str(tmp_path / "params.yaml")],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "DEMO" not in result.output
+
+
+def _run(tmp_path, profile="paper"):
+    (tmp_path / "params.yaml").write_text(f"profile_name: {profile}\n")
+    result = CliRunner().invoke(app, ["summary", str(tmp_path / "metrics"), "--params", str(tmp_path / "params.yaml")],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def _fidelity(random_weights: bool) -> dict:
+    return {"summary": {"fid_mean": 61.25, "fid_real_floor_mean": 40.5, "fid_real_floor_resampled_mean": 52.25},
+            "extractor": {"name": "inception-v3-compat", "random_weights": random_weights,
+                          "weights_sha256": "random-ab12" if random_weights else "6726825d" + "0" * 56}}
+
+
+def test_random_inception_weights_carry_the_banner_whatever_the_profile(tmp_path):
+    metrics = tmp_path / "metrics"
+    _write(metrics / "fidelity.json", _fidelity(True))
+    _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True})
+    out = _run(tmp_path, "paper")
+    assert "Compare with nothing: fidelity used a random Inception (`fidelity.random_weights: true`)" in out
+    assert "classify.model.pretrained" not in out and "DEMO" not in out
+    assert "FID floor, real resized as generated │ 52.25 │" in out  # the resampled floor's row
+
+
+def test_random_classifier_weights_carry_the_banner_naming_the_scenarios(tmp_path):
+    metrics = tmp_path / "metrics"
+    _write(metrics / "fidelity.json", _fidelity(False))
+    _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True})
+    _write(metrics / "scenarios" / "s6_synthetic.json", {"accuracy": {"mean": 0.5}, "pretrained": False})
+    out = _run(tmp_path, "paper_as_coded")
+    assert "Compare with nothing: the classifiers of s6_synthetic started from random weights " \
+           "(`classify.model.pretrained: false`)" in out
+    assert "random Inception" not in out
+    _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": False})
+    assert "every scenario's classifier started from random weights" in _run(tmp_path)
+
+
+def test_real_weights_carry_no_banner_even_on_the_demo_profile(tmp_path):
+    metrics = tmp_path / "metrics"
+    _write(metrics / "fidelity.json", _fidelity(False))
+    _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True})
+    _write(metrics / "ratio.json", {"ratio": 1, "accuracy": {"mean": 0.9}, "pretrained": True})
+    out = _run(tmp_path, "demo")
+    assert "Compare with nothing" not in out and "DEMO numbers" in out
+    _write(metrics / "ratio.json", {"ratio": 1, "accuracy": {"mean": 0.9}, "pretrained": False})
+    assert "the classifiers of ratio started from random weights" in _run(tmp_path, "demo")

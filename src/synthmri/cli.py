@@ -36,13 +36,11 @@ _DISK_ERRORS = {
 
 
 def _run(fn, *args, metrics: Path | None = None, **kwargs):
-    from synthmri.data.images import ImageError
-
     try:
         result = fn(*args, **kwargs)
         if metrics is not None and result is not None:
             write_json(metrics, result)
-    except (P.ParamsError, StageError, ImageError, FileNotFoundError, NotADirectoryError, ValueError) as e:
+    except (StageError, FileNotFoundError, NotADirectoryError, ValueError) as e:  # ParamsError, ImageError: ValueErrors
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
     except OSError as e:
@@ -209,11 +207,18 @@ def weights_fetch(
     names: Annotated[list[str] | None, typer.Argument(help="inception, vgg19, resnet50, resnet152, mobilenet_v2 (default: all)")] = None,
     dest: Annotated[Path, typer.Option("--dest", help="folder to put them in")] = Path("models/pretrained"),
 ):
-    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained`."""
-    from synthmri.fidelity.commands import weights_fetch_cmd
+    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained/*.pth`."""
+    from rich.markup import escape
 
-    for row in _run(weights_fetch_cmd, names or [], dest):
-        err.print(f"{row['status']:>10}  {row['path']}  sha256 {row['sha256'][:16]}…")
+    from synthmri.pretrained import FetchError, fetch
+
+    try:
+        rows = _run(fetch, names or [], dest)
+    except FetchError as e:  # the network, not the code: one line, no traceback
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for row in rows:
+        err.print(f"{row['status']:>10}  {row['path']}  sha256 {row['sha256'][:16]}… ({row['verified']})")
 
 
 @app.command()
@@ -259,7 +264,7 @@ def report(
     metrics: MetricsOpt = None,
 ):
     """Tables in the shape of the paper's Tables 3-6 beside its numbers, and Figures 11-17."""
-    from synthmri.classify.commands import report_cmd
+    from synthmri.report_command import report_cmd
 
     _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, metrics=metrics)
 

@@ -63,12 +63,14 @@ class IngestParams:
     max_pixels: int = 50_000_000  # larger images are quarantined as decompression bombs
     max_archive_bytes: int = 20 * 1024**3  # refuse a zip that would expand beyond this
     max_archive_members: int = 200_000  # refuse a zip with more entries than this
+    min_side: int = 32  # px; images whose smaller side is below this are quarantined (never upscaled into data)
     workers: int = 0  # decoding processes; 0 = all cores
 
     def __post_init__(self):
         _check(self.max_pixels > 0, "ingest.max_pixels", "must be > 0")
         _check(self.max_archive_bytes > 0, "ingest.max_archive_bytes", "must be > 0")
         _check(self.max_archive_members > 0, "ingest.max_archive_members", "must be > 0")
+        _check(self.min_side >= 1, "ingest.min_side", "must be >= 1")
         _check(self.workers >= 0, "ingest.workers", "must be >= 0")
 
 
@@ -124,6 +126,22 @@ class BalanceParams:
     classes: tuple[str, ...] = ("glioma", "meningioma", "pituitary")  # classes cut by seeded sampling
     min: int = 700  # each listed class keeps randint(min, max) images (paper §4.2; code: seed 10)
     max: int = 900
+    # explicit {class: images} overriding the draw for the classes it names: the paper's Table 2
+    # (867/802/721) comes out of no seeded draw we can rerun (PAPER_CODE.md), so its profiles say it
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.counts is None:  # `counts: null` in YAML: no explicit counts
+            object.__setattr__(self, "counts", {})
+        _check(isinstance(self.counts, dict), "preprocess.balance.counts",
+               f"expected a mapping {{class: images}}, got {self.counts!r}")
+        for cls, n in self.counts.items():
+            _check(isinstance(cls, str), "preprocess.balance.counts", f"class names must be strings, got {cls!r}")
+            _check(isinstance(n, int) and not isinstance(n, bool) and n >= 1, f"preprocess.balance.counts.{cls}",
+                   f"expected an integer >= 1, got {n!r}")
+        extra = sorted(set(self.counts) - set(self.classes))
+        _check(not extra, "preprocess.balance.counts",
+               f"class(es) {extra} not in preprocess.balance.classes {list(self.classes)}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,7 @@ class RotateParams:
     probability: float = 0.5  # share of images rotated (paper §4.3)
     max_degrees: float = 10.0  # uniform angle in [-max, +max]
     test: bool = False  # paper's code also rotated Testing images; corrected: never augment test
+    whole_degrees: bool = False  # paper's code: randrange(-max, max), whole degrees -max..max-1
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,11 @@ class ClaheParams:
 @dataclass(frozen=True)
 class HistMatchParams:
     apply: bool = True  # paper's code computed the matched image but saved the CLAHE image
-    reference_images: int = 100  # random images per class averaged into the reference (paper §4.4.2)
+    # agnostic: one reference for every image, whatever its class. per_class: Training images are
+    # matched to their own class's reference (paper §4.4.2 "intra-class"); Testing images still get
+    # the agnostic Training reference, so no transform of a test image depends on its label
+    reference: Literal["agnostic", "per_class"] = "agnostic"
+    reference_images: int = 100  # random images averaged into each reference (paper §4.4.2)
     reference_splits: tuple[Literal["train", "test"], ...] = ("train",)  # paper's code: both splits
 
 
@@ -157,6 +180,11 @@ class PreprocessParams:
     clahe: ClaheParams = field(default_factory=ClaheParams)
     histmatch: HistMatchParams = field(default_factory=HistMatchParams)
     n4: bool = False  # N4 bias-field correction (SimpleITK); paper §4.5 found it unnecessary
+    # resize_first: resize -> rotate -> CLAHE at the output size; resize_last: the paper's code,
+    # rotate -> CLAHE at the native size -> resize (PAPER_CODE.md "Data and preprocessing")
+    order: Literal["resize_first", "resize_last"] = "resize_first"
+    # auto: area when shrinking, bicubic when growing; bilinear: cv2.resize's default (paper's code)
+    resize_interpolation: Literal["auto", "bilinear", "bicubic", "area"] = "auto"
     seed: int = 10  # paper's code: random.seed(10)
     workers: int = 0
 
@@ -167,12 +195,19 @@ class PreprocessParams:
         _check(0 < b.min <= b.max, "preprocess.balance", f"need 0 < min <= max, got min={b.min} max={b.max}")
         _check(0 <= self.rotate.probability <= 1, "preprocess.rotate.probability", "must be in [0, 1]")
         _check(0 <= self.rotate.max_degrees <= 180, "preprocess.rotate.max_degrees", "must be in [0, 180]")
+        _check(not self.rotate.whole_degrees or self.rotate.max_degrees == int(self.rotate.max_degrees),
+               "preprocess.rotate.max_degrees", "must be a whole number with rotate.whole_degrees: true")
         _check(self.clahe.clip_limit > 0, "preprocess.clahe.clip_limit", "must be > 0")
         _check(1 <= self.clahe.tile_grid <= 64, "preprocess.clahe.tile_grid", "must be in [1, 64]")
         _check(self.histmatch.reference_images >= 1, "preprocess.histmatch.reference_images", "must be >= 1")
         splits = self.histmatch.reference_splits
         _check(len(splits) >= 1, "preprocess.histmatch.reference_splits", "must name a split")
         _check(len(set(splits)) == len(splits), "preprocess.histmatch.reference_splits", "must not repeat a split")
+        # rules of evidence: no Testing image may shape a transform that is applied (with apply:
+        # false the reference is never built, so the paper's as-coded [train, test] stays valid)
+        _check(not (self.histmatch.apply and "test" in splits), "preprocess.histmatch.reference_splits",
+               "must be [train] when preprocess.histmatch.apply is true: a reference built from Testing "
+               "images would carry test information into every matched image")
         for key, names in (("square_classes", self.square_classes), ("balance.classes", b.classes)):
             _check(len(set(names)) == len(names), f"preprocess.{key}", f"must not repeat a class, got {list(names)}")
         _check(self.seed >= 0, "preprocess.seed", "must be >= 0")

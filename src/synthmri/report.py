@@ -1,5 +1,11 @@
 """The `report` stage: markdown tables in the shape of the paper's Tables 3-6 beside its published numbers
-(seeds/README.md, paper §6), paired tests against the baseline, and figures like Figures 11-17."""
+(paper §6), paired tests against the baseline, and figures like Figures 11-17.
+
+Every reference number says where it comes from: **paper** (its tables and §6 text) or **notebooks**
+(the study's code outputs, PAPER_CODE.md, never printed in the paper: the real-vs-real FID floors,
+KID, the mini-classification and per-seed accuracies). Whether our numbers compare with anything is
+read from the metrics files (random Inception or random classifier weights), not from the profile.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,15 @@ import pandas as pd
 
 from synthmri.classify import stats as S
 from synthmri.classify.config import ClassifyParams
+from synthmri.fidelity import metrics as FM
 from synthmri.io import atomic_path, read_json, read_table, write_json
+from synthmri.summary import weights_banner
 
 BASELINE = "baseline"
-# the paper's published numbers (paper §6; PAPER_CODE.md for the mini-classification and per-seed values)
+PAPER, NOTEBOOKS = "paper", "notebooks"  # where a reference number comes from (the module docstring)
+# ---- the paper's own numbers (paper §6)
 PAPER_FID = {"glioma": 76.15, "meningioma": 66.42, "pituitary": 74.88, "notumor": 80.25}  # Table 3
+PAPER_FID_MEAN = 74.43  # §6.1.1
 PAPER_IS = {"glioma": (4.38, 3.34), "meningioma": (4.24, 3.52), "pituitary": (3.07, 2.36), "notumor": (3.43, 3.26)}  # Table 4
 PAPER_TABLE5 = {  # precision, recall, F1, training images
     "glioma": (0.93, 0.91, 0.93, 867), "meningioma": (0.83, 0.88, 0.86, 802),
@@ -27,9 +37,39 @@ PAPER_TABLE6 = {  # initial precision, recall; fine-tuned precision, recall
     "glioma": (0.91, 0.95, 0.95, 0.90), "meningioma": (0.86, 0.82, 0.84, 0.84),
     "notumor": (0.98, 0.99, 0.98, 0.99), "pituitary": (0.97, 0.95, 0.94, 0.97),
 }
-PAPER_ACCURACY = {  # mean accuracy where the paper (or its notebooks) state one
+PAPER_ACCURACY = {  # mean accuracy where the paper's text states one (§6.2.1, §6.2.2)
     "baseline": 0.93, "s1_balance": 0.91, "s4_600": 0.93, "s5_finetune": 0.93, "s6_synthetic": 0.78,
-    "mini_r72": 0.62, "mini_r144": 0.7533, "mini_r720": 0.8567, "mini_s72": 0.7167, "mini_s648": 0.7833,
+}
+# §6.2.2's class-wise figures, as the text gives them: (scenarios, class, metric, value, the text's wording).
+# Several scenarios: the text does not say at which amount; our value is shown for each.
+PAPER_CLASSWISE = [
+    (("s1_balance",), "glioma", "precision", 0.89, "S1: decreased by 0.04 (Table 5: 0.93)"),
+    (("s1_balance",), "meningioma", "precision", 0.79, "S1: decreased by 0.04 (Table 5: 0.83)"),
+    (("s6_synthetic",), "glioma", "precision", 0.67, "S6: decreasing to 0.67"),
+    (("s6_synthetic",), "meningioma", "precision", 0.53, "S6: reaching 0.53"),
+    (("s2_m10",), "glioma", "precision", 0.94, "S2 +11%: 0.94"),
+    (("s2_m20",), "glioma", "precision", 0.98, "S2 +25%: 0.98"),
+    (("s2_m33",), "glioma", "precision", 0.90, "S2 +50%: 0.90"),
+    (("s2_m10",), "meningioma", "precision", 0.81, "S2 +11%: 0.81"),
+    (("s2_m20",), "meningioma", "precision", 0.75, "S2 +25%: 0.75"),
+    (("s2_m33",), "meningioma", "precision", 0.81, "S2 +50%: 0.81"),
+    (("s2_m20",), "meningioma", "recall", 0.92, "S2 +25%: 0.92"),
+    (("s3_mg10", "s3_mg20", "s3_mg33"), "glioma", "recall", 0.83, "S3: drops to 0.83 (amount not stated)"),
+    (("s3_mg10", "s3_mg20", "s3_mg33"), "meningioma", "precision", 0.72, "S3: decreases to 0.72 (amount not stated)"),
+    (("s4_600",), "meningioma", "precision", 0.81, "S4 +600: increased to 0.81"),
+    (("s4_600",), "meningioma", "recall", 0.81, "S4 +600: increased to 0.81"),
+]
+# ---- the notebooks' numbers (PAPER_CODE.md), not in the paper
+NOTEBOOK_FID_FLOOR = {"glioma": 48.28, "meningioma": 58.93, "pituitary": 45.33, "notumor": 41.02}  # Testing vs Training
+NOTEBOOK_KID = {"glioma": (0.0457, 0.0059), "meningioma": (0.0357, 0.0044), "pituitary": (0.0738, 0.0067),
+                "notumor": (0.0424, 0.0044)}  # generated vs Training, torch-fidelity, kid_subset_size 92
+NOTEBOOK_ACCURACY = {  # mini-classification (§6.2.3 shows only Figure 17): mean, std over seeds
+    "mini_r72": (0.62, 0.0755), "mini_r144": (0.7533, 0.0208), "mini_r720": (0.8567, 0.0153),
+    "mini_s72": (0.7167, 0.0306), "mini_s648": (0.7833, 0.0252),
+}
+NOTEBOOK_PER_SEED = {  # accuracy per seed (33, 66, 99)
+    "baseline": (0.93, 0.93, 0.94), "s1_balance": (0.90, 0.93, 0.91), "s4_200": (0.93, 0.87, 0.94),
+    "s6_synthetic": (0.80, 0.76, 0.77),
 }
 FIGURES = {"fig11": "accuracy over scenarios", "fig12": "S2 precision/recall", "fig13": "S3 precision/recall",
            "fig14": "S4 precision/recall", "fig15": "F1 per class", "fig16": "S5 confusion matrices",
@@ -80,15 +120,22 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     fidelity = read_json(fidelity_json) if fidelity_json and Path(fidelity_json).is_file() else None
 
     lines = ["# Results beside the paper", ""]
+    banner = weights_banner(fidelity, metrics)  # from the metrics files, whatever the profile
+    if banner:
+        lines += [f"> **{banner}**", ""]
     if profile == "demo":
         lines += ["> **DEMO numbers** (tiny synthetic-anatomy data, small model): not a reproduction of the paper.", ""]
-    lines += [f"Profile: `{profile or 'unknown'}`. Classifier: `{cfg.model.arch}` (pretrained: {cfg.model.pretrained}), "
-              f"paper_as_coded: {cfg.paper_as_coded}. Values are mean ± sample std over seeds; CI = 95% bootstrap "
-              "over test images of the seed-averaged value; McNemar = exact paired test against the baseline on the "
-              "same test images, per seed (beyond the paper).", ""]
+    archs = sorted({str(m.get("arch", cfg.model.arch)) for m in metrics.values()})
+    pretrained = sorted({str(m.get("pretrained", "?")) for m in metrics.values()})
+    lines += [f"Profile: `{profile or 'unknown'}`. Classifier: `{', '.join(archs)}` (ImageNet weights: "
+              f"{', '.join(pretrained)}), paper_as_coded: {cfg.paper_as_coded}. Values are mean ± sample std over seeds; "
+              "CI = 95% bootstrap over test images of the seed-averaged value; McNemar = exact paired test against the "
+              "baseline on the same test images, per seed (beyond the paper). Reference columns say their source: "
+              "**paper** (its tables and §6 text) or **notebooks** (the study's code outputs, not in the paper).", ""]
     lines += _fidelity_tables(fidelity)
     lines += _table5(metrics.get(BASELINE))
     lines += _scenario_table(metrics, paired)
+    lines += _classwise_table(metrics)
     lines += _table6(metrics)
     lines += ["## Figures", ""] + [f"- `{k}.png`: {v}" for k, v in FIGURES.items()] + [""]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,33 +150,82 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
 # ---- tables -----------------------------------------------------------------------------------
 
 
-def _fid_of(fidelity: Any, cls: str, *names: str) -> float | None:
-    """Tolerant lookup: {cls: {name: v}} or {name: {cls: v}} or {cls: {name: {"value"|"mean": v}}}."""
-    if not isinstance(fidelity, dict):
-        return None
-    for name in names:
-        for v in (fidelity.get(cls, {}).get(name) if isinstance(fidelity.get(cls), dict) else None,
-                  fidelity.get(name, {}).get(cls) if isinstance(fidelity.get(name), dict) else None):
-            if isinstance(v, dict):
-                v = v.get("value", v.get("mean"))
-            if isinstance(v, (int, float)):
-                return float(v)
-    return None
+def _val(fidelity: Any, cls: str, key: str, field: str | None = None) -> Any:
+    """`fidelity[cls][key]` (or its `field`) of metrics/fidelity.json; None where absent."""
+    v = fidelity.get(cls, {}).get(key) if isinstance(fidelity, dict) and isinstance(fidelity.get(cls), dict) else None
+    if field is not None:
+        v = v.get(field) if isinstance(v, dict) else None
+    return v
+
+
+def _num(v: Any, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+
+
+def _row(label: str, cells: list[str]) -> str:
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _mean(values: list[Any]) -> float | None:
+    ok = [v for v in values if isinstance(v, (int, float))]
+    return float(np.mean(ok)) if ok and len(ok) == len(values) else None
 
 
 def _fidelity_tables(fidelity: Any) -> list[str]:
+    """Tables 3 and 4, and KID, each row labelled with its source and, for IS, its formula."""
     classes = list(PAPER_FID)
-    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
-    out = ["## Table 3: FID per class", "", "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
-           "| paper | " + " | ".join(f"{PAPER_FID[c]:.2f}" for c in classes) + " |",
-           "| ours | " + " | ".join(fmt(_fid_of(fidelity, c, "fid", "FID")) for c in classes) + " |", "",
-           "The paper's FID used Keras InceptionV3 features (PAPER_CODE.md): not comparable with torch-fidelity's.", "",
-           "## Table 4: Inception Score, real / generated", "", "| | " + " | ".join(classes) + " |",
-           "|---" * (len(classes) + 1) + "|",
-           "| paper | " + " | ".join(f"{PAPER_IS[c][0]:.2f} / {PAPER_IS[c][1]:.2f}" for c in classes) + " |",
-           "| ours | " + " | ".join(f"{fmt(_fid_of(fidelity, c, 'is_real', 'isc_real'))} / {fmt(_fid_of(fidelity, c, 'is', 'isc', 'is_generated'))}"
-                                   for c in classes) + " |", "",
-           "The paper's IS is the true IS raised to 1/ln 2 (PAPER_CODE.md).", ""]
+    head = ["| | " + " | ".join(classes) + " | mean |", "|---" * (len(classes) + 2) + "|"]
+
+    def ours(key: str, field: str | None = None, digits: int = 2) -> list[str]:
+        vals = [_val(fidelity, c, key, field) for c in classes]
+        return [_num(v, digits) for v in vals] + [_num(_mean(vals), digits)]
+
+    rs = fidelity.get("reference", {}).get("resample") if isinstance(fidelity, dict) else None
+    rs_label = f"{rs['train_size']}→{rs['out_size']} px" if isinstance(rs, dict) else "as generated"
+    out = ["## Table 3: FID per class, and the real-vs-real floors", "", *head,
+           _row("paper (Table 3): generated vs Training", [f"{PAPER_FID[c]:.2f}" for c in classes] + [f"{PAPER_FID_MEAN:.2f}"]),
+           _row("ours: generated vs Training", ours(FM.FID)),
+           _row("notebooks: real Testing vs Training (floor)",
+                [f"{NOTEBOOK_FID_FLOOR[c]:.2f}" for c in classes] + [_num(_mean(list(NOTEBOOK_FID_FLOOR.values())))]),
+           _row("ours: real Testing vs Training (floor)", ours(FM.FID_REAL_FLOOR)),
+           _row(f"ours: real Testing resized {rs_label} as generated images are, vs Training (floor for generated images)",
+                ours(FM.FID_REAL_FLOOR_RESAMPLED)), "",
+           "A generated set can at best reach the resampled floor: its images went through the same two resizes. "
+           "The paper's FID used Keras InceptionV3 features and its floors come from its notebooks (PAPER_CODE.md), "
+           "so they are not comparable with torch-fidelity's Inception values here; compare each row with its floor.",
+           "", "## KID per class (generated vs Training; beyond the paper's text)", "", *head,
+           _row("notebooks: generated vs Training (torch-fidelity, subset size 92)",
+                [f"{NOTEBOOK_KID[c][0]:.4f} ± {NOTEBOOK_KID[c][1]:.4f}" for c in classes] + ["—"]),
+           _row("ours: generated vs Training", ours(FM.KID, "mean", 4)),
+           _row("ours: real Testing vs Training (floor)", ours(FM.KID_REAL_FLOOR, "mean", 4)),
+           _row(f"ours: real Testing resized {rs_label}, vs Training", ours(FM.KID_REAL_FLOOR_RESAMPLED, "mean", 4)),
+           _row("ours: improved precision, generated vs Training", ours(FM.PRECISION, None, 3)),
+           _row("ours: improved recall, generated vs Training", ours(FM.RECALL, None, 3)), ""]
+
+    def standard(key: str) -> list[str]:
+        cells = []
+        for c in classes:
+            b = _val(fidelity, c, key)
+            cells.append(f"{b['mean']:.2f} ± {b['std']:.2f} ({b.get('splits', '?')} splits)"
+                         if isinstance(b, dict) and isinstance(b.get("mean"), (int, float)) else "—")
+        return cells + ["—"]
+
+    to_std = lambda v: v ** math.log(2)  # noqa: E731 - undo the paper's 1/ln 2 exponent (PAPER_CODE.md)
+    out += ["## Table 4: Inception Score, real (Training) and generated", "",
+            "The paper's code took the KL divergence in bits (`entropy(..., base=2)`) and then `exp`, on one split: "
+            "its IS is the standard IS raised to 1/ln 2 ≈ 1.44 (PAPER_CODE.md). Rows marked **paper's formula** apply "
+            "that formula to our logits and compare with the paper's numbers; rows marked **standard IS** are "
+            "torch-fidelity's (natural log, mean ± std over splits); the paper's values converted to the standard "
+            "one-split IS (value^ln 2) are shown for reference.", "", *head,
+            _row("paper (Table 4): real, paper's formula", [f"{PAPER_IS[c][0]:.2f}" for c in classes] + ["—"]),
+            _row("ours: real, paper's formula", ours(FM.IS_REAL_PAPER)),
+            _row("paper (Table 4): generated, paper's formula", [f"{PAPER_IS[c][1]:.2f}" for c in classes] + ["—"]),
+            _row("ours: generated, paper's formula", ours(FM.IS_GENERATED_PAPER)),
+            _row("paper: real, converted to standard IS (1 split)", [f"{to_std(PAPER_IS[c][0]):.2f}" for c in classes] + ["—"]),
+            _row("paper: generated, converted to standard IS (1 split)",
+                 [f"{to_std(PAPER_IS[c][1]):.2f}" for c in classes] + ["—"]),
+            _row("ours: real, standard IS", standard(FM.IS_REAL)),
+            _row("ours: generated, standard IS", standard(FM.IS_GENERATED)), ""]
     return out
 
 
@@ -152,8 +248,9 @@ def _table5(base: dict | None) -> list[str]:
 
 def _scenario_table(metrics: dict[str, dict], paired: dict[str, dict]) -> list[str]:
     out = ["## Every scenario (Figures 11, 15, 17)", "",
-           "| scenario | group | label | real | synthetic | accuracy | CI | macro F1 | CI | McNemar vs baseline: seeds p<0.05 (max p) | paper accuracy |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| scenario | group | label | real | synthetic | accuracy | CI | macro F1 | CI | McNemar vs baseline: seeds p<0.05 (max p) "
+           "| paper accuracy (§6.2) | notebooks accuracy |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in metrics.items():
         real = sum(v["real"] for v in m["train_counts"].values())
         syn = sum(v["synthetic"] for v in m["train_counts"].values())
@@ -165,7 +262,29 @@ def _scenario_table(metrics: dict[str, dict], paired: dict[str, dict]) -> list[s
         mc = "—" if not pt or pt["max_p"] is None else f"{pt['seeds_p_below_0_05']}/{pt['seeds']} ({pt['max_p']:.3g})"
         out.append(f"| {name} | {m.get('group', '')} | {m.get('label', '')} | {real} | {syn} | {_pm(m, S.ACCURACY)} | "
                    f"{_ci(m[S.ACCURACY])} | {_pm(m, S.MACRO_F1)} | {_ci(m[S.MACRO_F1])} | {mc} | "
-                   f"{_paper(PAPER_ACCURACY.get(name))} |")
+                   f"{_paper(PAPER_ACCURACY.get(name))} | {_notebooks(name)} |")
+    return out + ["", "Notebooks accuracies are the study's code outputs (PAPER_CODE.md): mean ± std over seeds for "
+                      "the mini-classification (the paper shows only Figure 17), per seed (33 / 66 / 99) elsewhere.", ""]
+
+
+def _notebooks(name: str) -> str:
+    if name in NOTEBOOK_ACCURACY:
+        m, sd = NOTEBOOK_ACCURACY[name]
+        return f"{m:.4f} ± {sd:.4f}"
+    if name in NOTEBOOK_PER_SEED:
+        return " / ".join(f"{v:.2f}" for v in NOTEBOOK_PER_SEED[name])
+    return "—"
+
+
+def _classwise_table(metrics: dict[str, dict]) -> list[str]:
+    """§6.2.2's class-wise figures, where the text gives one, beside ours (Figures 12-14 draw the rest)."""
+    out = ["## §6.2.2: class-wise figures the paper's text states", "",
+           "| paper's text | scenario | class | metric | paper | ours |", "|---|---|---|---|---|---|"]
+    for names, cls, metric, value, words in PAPER_CLASSWISE:
+        for name in names:
+            pc = metrics.get(name, {}).get("per_class", {}).get(cls)
+            ours = _pm(pc, metric) if isinstance(pc, dict) and metric in pc else "(not run)"
+            out.append(f"| {words} | {name} | {cls} | {metric} | {value:.2f} | {ours} |")
     return out + [""]
 
 

@@ -1,4 +1,9 @@
-"""`synthmri summary`: one table of what each stage produced, read from metrics/*.json."""
+"""`synthmri summary`: one table of what each stage produced, read from metrics/*.json.
+
+Whether the numbers compare with anything is read from the metrics files themselves (the fidelity
+extractor's `random_weights`, each scenario's `pretrained`), never from the profile's name: a paper
+profile run with random weights is flagged like the demo.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,51 @@ ROWS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "preprocess": ("preprocess.json", [("train images", "train.total"), ("test images", "test.total")]),
     "fidelity": ("fidelity.json", [("mean FID over classes", "summary.fid_mean"),
                                    ("real-vs-real FID floor", "summary.fid_real_floor_mean"),
+                                   ("FID floor, real resized as generated", "summary.fid_real_floor_resampled_mean"),
                                    ("near-copies of training images", "summary.memorised_share")]),
     "classify baseline": ("scenarios/baseline.json", [("accuracy (mean over seeds)", "accuracy.mean"),
                                                       ("macro F1", "macro_f1.mean")]),
     "ratio": ("ratio.json", [("synthetic per real image", "ratio"), ("accuracy", "accuracy.mean"),
                              ("McNemar p < 0.05 vs baseline (seeds)", "vs_baseline.seeds_p_below_0_05")]),
 }
+
+
+FIDELITY = "fidelity.json"
+SCENARIOS = "scenarios"  # metrics/scenarios/<name>.json
+RATIO = "ratio.json"
+
+
+def random_inception(fidelity: dict[str, Any] | None) -> bool:
+    """The fidelity metrics came from a random Inception (`fidelity.random_weights`)."""
+    ex = (fidelity or {}).get("extractor") or {}
+    return bool(ex.get("random_weights")) or str(ex.get("weights_sha256", "")).startswith("random-")
+
+
+def weights_banner(fidelity: dict[str, Any] | None, scenarios: dict[str, dict[str, Any]]) -> str | None:
+    """The "compare with nothing" line when any number came from random network weights, else None."""
+    reasons = []
+    if random_inception(fidelity):
+        reasons.append("fidelity used a random Inception (`fidelity.random_weights: true`), so FID, KID, IS "
+                       "(about 1) and precision/recall are in arbitrary units")
+    untrained = sorted(n for n, m in scenarios.items() if m.get("pretrained") is False)
+    if untrained:
+        which = "every scenario's classifier" if len(untrained) == len(scenarios) else \
+            f"the classifiers of {', '.join(untrained)}"
+        reasons.append(f"{which} started from random weights (`classify.model.pretrained: false`), "
+                       "not ImageNet's as in the paper")
+    if not reasons:
+        return None
+    return "Compare with nothing: " + "; ".join(reasons) + ". These numbers show the stages run, not the paper's results."
+
+
+def read_weights_banner(metrics_dir: Path) -> str | None:
+    """`weights_banner` from a metrics folder (fidelity.json, scenarios/*.json, ratio.json)."""
+    metrics_dir = Path(metrics_dir)
+    fidelity = read_json(metrics_dir / FIDELITY) if (metrics_dir / FIDELITY).is_file() else None
+    scenarios = {p.stem: read_json(p) for p in sorted((metrics_dir / SCENARIOS).glob("*.json"))}
+    if (metrics_dir / RATIO).is_file():
+        scenarios["ratio"] = read_json(metrics_dir / RATIO)
+    return weights_banner(fidelity, scenarios)
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
@@ -53,4 +97,8 @@ def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
         for i, (label, key) in enumerate(keys):
             value = _get(data, key)
             table.add_row(stage if i == 0 else "", label, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    console = Console()
+    banner = read_weights_banner(metrics_dir)
+    if banner:  # one line above the table: the first thing a reader of the demo's output sees
+        console.print(f"[bold yellow]{banner}[/]", highlight=False)
+    console.print(table)

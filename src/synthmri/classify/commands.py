@@ -1,4 +1,4 @@
-"""Plain entry points for the `classify@<scenario>`, `ratio` and `report` stages; cli.py exposes them.
+"""Plain entry points for the `classify@<scenario>` and `ratio` stages; cli.py exposes them.
 
 Each reads its params from params.yaml, writes its outputs and returns the metrics (the caller writes
 them). Predictions go to `<out_dir>/predictions.csv` (also the dvc plots source of the confusion
@@ -71,14 +71,3 @@ def ratio_cmd(processed_manifest: Path, synthetic_dir: Path | None, out_dir: Pat
         rows = [{"ratio": ratio, "seed": int(s), **v} for s, v in metrics["per_seed"].items()]
         write_table(pd.DataFrame(rows), plot_csv)
     return metrics
-
-
-def report_cmd(metrics_dir: Path, predictions_dir: Path, out_dir: Path, params_path: Path = Path("params.yaml"),
-               fidelity_json: Path | None = None) -> dict[str, Any]:
-    """Write reports/: tables in the shape of the paper's Tables 3-6 beside its numbers, and figures 11-17."""
-    from synthmri.report import write_report
-
-    raw = P.read_params(params_path)
-    cfg = load_classify(raw.get("classify"))
-    return write_report(Path(metrics_dir), Path(predictions_dir), Path(out_dir), cfg,
-                        fidelity_json=fidelity_json, profile=str(raw.get("profile_name", "")))

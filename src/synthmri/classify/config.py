@@ -1,15 +1,18 @@
 """Typed params of the classification stages: section `classify` and the top-level `ratio`.
 
 Defaults are the paper's classifier (paper §5.2.1; PAPER_CODE.md "Classifier") with the slips of its
-code corrected; `paper_as_coded: true` feeds raw 0-255 pixels and an arbitrary label order as the
-notebooks did. Scenarios are data (ARCHITECTURE.md): each entry says, per class, how many real and how
-many synthetic training images to draw, and whether to fine-tune after a first training phase.
+code corrected; the as-coded profile sets each slip's param (`paper_as_coded`, `draw_seed`,
+`drop_test_copies`, the S2/S3/S5 entries). Scenarios are data (ARCHITECTURE.md): each entry says, per
+class, how many real and how many synthetic training images to draw, and whether to fine-tune after a
+first training phase.
 
 Amounts (the scenario vocabulary), per class or one value for every class:
   real:      N | "all" | "x<f>" (int(f * available), e.g. "x0.5")
-  synthetic: N | "all" | "x<f>" (int(f * real drawn), e.g. "x0.113") | "<p>%" (synthetic makes p% of
-             the class: round(r * p / (100 - p))) | "fill" (up to the largest real class of the mix)
-A mapping names classes explicitly; a class it does not name gets 0.
+  synthetic: N | "all" | "x<f>" (int(f * real drawn), e.g. "x0.113", the paper's code for S2/S3)
+             | "R<r>:S<s>" (the paper's text for S2/S3, pairs as written: int(real drawn * s / r),
+               e.g. "R66:S33" adds 401 to 802 real) | "fill" (up to the largest real class of the mix)
+A mapping names classes explicitly; a class it does not name gets 0. With `draw: pooled` the real
+amount counts all classes together (one scalar: N | "all" | "x<f>").
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any, Literal
 from synthmri.params import ParamsError, build
 
 ARCHS = ("vgg19", "resnet50", "resnet152", "mobilenet_v2")
-_AMOUNT = re.compile(r"^(all|fill|x\d+(\.\d+)?|\d+(\.\d+)?%)$")
+_NUM = r"\d+(\.\d+)?"
+_AMOUNT = re.compile(rf"^(all|fill|x{_NUM}|R{_NUM}:S{_NUM})$")
+PAIR = re.compile(rf"^R(?P<r>{_NUM}):S(?P<s>{_NUM})$")  # the paper's "R66:S33": s synthetic per r real
 
 
 def _check(ok: bool, key: str, msg: str) -> None:
@@ -40,11 +45,13 @@ def check_amount(value: Any, key: str, *, synthetic: bool) -> None:
         _check(value >= 0, key, f"must be >= 0, got {value}")
         return
     if not isinstance(value, str) or not _AMOUNT.match(value):
-        raise ParamsError(f"{key}: {value!r} is not an amount (N, 'all', 'x<f>'" + (", '<p>%', 'fill')" if synthetic else ")"))
-    if not synthetic and (value == "fill" or value.endswith("%")):
+        raise ParamsError(f"{key}: {value!r} is not an amount (N, 'all', 'x<f>'"
+                          + (", 'R<r>:S<s>' as in 'R66:S33', 'fill')" if synthetic else ")"))
+    pair = PAIR.match(value)
+    if not synthetic and (value == "fill" or pair):
         raise ParamsError(f"{key}: {value!r} applies to synthetic images only")
-    if value.endswith("%"):
-        _check(0 <= float(value[:-1]) < 100, key, f"share must be in [0, 100), got {value}")
+    if pair:
+        _check(float(pair["r"]) > 0, key, f"the real part of {value!r} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -88,13 +95,13 @@ class TrainParams:
 class ScenarioParams:
     real: Amount | dict[str, Amount] = "all"  # real training images per class
     synthetic: Amount | dict[str, Amount] = 0  # synthetic training images per class
-    draw: Literal["random", "first"] = "random"  # seeded draw, or the first N in manifest order (paper's code, S5)
-    draw_seed: int | None = None  # None: classify.draw_seed
+    draw: Literal["random", "pooled"] = "random"  # per class; pooled: real drawn from all classes together (S5 as coded)
+    draw_seed: int | Literal["train"] | None = None  # None: classify.draw_seed; train: each training seed's own
     finetune: ScenarioMix | None = None  # a second phase on this mix, starting from the first phase's model
     finetune_epochs: int = 3  # paper §5.2.2, Scenario 5
     seeds: tuple[int, ...] = ()  # () = classify.train.seeds
     group: str = ""  # report: which table/figure the entry belongs to (e.g. S2)
-    label: str = ""  # report: the entry's label there (e.g. +10%)
+    label: str = ""  # report: the entry's label there (e.g. R90:S10)
     note: str = ""  # where it follows the paper's text or its code
 
 
@@ -104,15 +111,16 @@ class ScenarioMix:
 
     real: Amount | dict[str, Amount] = "all"
     synthetic: Amount | dict[str, Amount] = 0
-    draw: Literal["random", "first"] = "random"
+    draw: Literal["random", "pooled"] = "random"
 
 
 @dataclass(frozen=True)
 class ClassifyParams:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
-    paper_as_coded: bool = False  # raw 0-255 inputs and a label order drawn like list(set(...)) (paper's code)
+    paper_as_coded: bool = False  # inputs without ImageNet mean subtraction, label order like list(set(...)) (paper's code)
     draw_seed: int | None = None  # None: each training seed draws its own images; paper's code: 42 for all seeds
+    drop_test_copies: bool = True  # Training copies of Testing images (sha256 or pixels) never train; false: kept, counted
     bootstrap: int = 1000  # resamples of the test set for the 95% CIs
     scenarios: dict[str, ScenarioParams] = field(default_factory=dict)
 
@@ -133,6 +141,9 @@ def _build_mix(cls: type, raw: Any, where: str):
     ft = raw.pop("finetune", None)
     amounts = {k[1:]: raw.pop(k) for k in ("_real", "_synthetic") if k in raw}
     obj = build(cls, raw, where)
+    if obj.draw == "pooled" and isinstance(amounts.get("real", obj.real), dict):
+        raise ParamsError(f"{where}.real: draw: pooled takes one real amount for all classes together "
+                          f"(N, 'all' or 'x<f>'), not a per-class mapping")
     extra: dict[str, Any] = dict(amounts)
     if ft is not None:
         if cls is not ScenarioParams:
@@ -142,7 +153,7 @@ def _build_mix(cls: type, raw: Any, where: str):
         _check(obj.finetune_epochs >= 1, f"{where}.finetune_epochs", "must be >= 1")
         _check(len(set(obj.seeds)) == len(obj.seeds), f"{where}.seeds", "must not repeat a seed")
         _check(all(isinstance(s, int) and s >= 0 for s in obj.seeds), f"{where}.seeds", "must be integers >= 0")
-        _check_seed(obj.draw_seed, f"{where}.draw_seed")
+        _check_seed(obj.draw_seed, f"{where}.draw_seed", train_ok=True)
     return _replace(obj, extra)
 
 
@@ -172,9 +183,10 @@ def load_classify(raw: Any, where: str = "classify") -> ClassifyParams:
     return _replace(cfg, {"scenarios": scenarios})
 
 
-def _check_seed(value: Any, key: str) -> None:
-    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-    _check(ok, key, f"expected an integer >= 0 or null, got {value!r}")
+def _check_seed(value: Any, key: str, *, train_ok: bool = False) -> None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0) \
+        or (train_ok and value == "train")
+    _check(ok, key, f"expected an integer >= 0{', train' if train_ok else ''} or null, got {value!r}")
 
 
 def load_ratio(value: Any) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -22,6 +22,12 @@ from synthmri.io import parallel_map
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# how a batch becomes the network's input (DeviceData.normalize)
+NORM_IMAGENET = "imagenet"  # (x/255 - mean) / std: what torchvision's ImageNet weights expect
+NORM_NO_MEAN = "imagenet_no_mean"  # x/255 / std: the paper's slip (below), same scale, mean not subtracted
+NORM_UNIT = "unit"  # x/255
+NORMALIZATIONS = (NORM_IMAGENET, NORM_NO_MEAN, NORM_UNIT)
+COPY_REASON = "duplicates a test image"
 
 
 @dataclass
@@ -31,7 +37,19 @@ class ImageSet:
     pixels: torch.Tensor  # uint8 (N, S, S), CPU
     paths: list[str]
     keys: dict[str, frozenset[str]]  # content keys: pixel hash and, for real images, the source sha256
-    pools: Pools
+    pools: Pools  # Training copies of test images left out (classify.drop_test_copies: true)
+    pools_keeping_copies: Pools | None = None  # the same with those copies kept and listed (false)
+
+    def pools_for(self, drop_test_copies: bool) -> Pools:
+        """The pools a scenario draws from under `classify.drop_test_copies`."""
+        if drop_test_copies or self.pools_keeping_copies is None:
+            return self.pools
+        return self.pools_keeping_copies
+
+    @property
+    def test_copies_found(self) -> int:
+        """Real Training images that copy a test image (by source sha256 or decoded pixels)."""
+        return sum(1 for e in self.pools.excluded if e["reason"].startswith(COPY_REASON))
 
     def index(self, paths: Sequence[str]) -> torch.Tensor:
         where = {p: i for i, p in enumerate(self.paths)}
@@ -52,10 +70,13 @@ def _decode(job: tuple[str, int]) -> tuple[np.ndarray, str]:
 
 def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes: Sequence[str], size: int,
                 workers: int | None = None) -> ImageSet:
-    """Decode the kept processed images and the synthetic images; drop training rows that copy a test image.
+    """Decode the kept processed images and the synthetic images; find training rows that copy a test image.
 
     A kept Training row whose source file (sha256) or decoded pixels equal a Testing image's is left
-    out of the pools with a reason (`pools.excluded`), so no scenario can draw it (paper §4.1).
+    out of `pools` with a reason (`pools.excluded`), so no scenario can draw it (paper §4.1). The paper's
+    code never compared Training with Testing (PAPER_CODE.md), so `pools_keeping_copies` holds them in
+    their place, listed in `kept_test_copies`, for `classify.drop_test_copies: false`. A synthetic image
+    identical to a test image is left out of both.
     """
     train, test = read_real(manifest, classes)
     synthetic = read_synthetic(synthetic_dir, classes)
@@ -72,31 +93,41 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
         keys[p] = frozenset({f"px:{digest}"} | ({f"sha:{sha[p]}"} if p in sha and sha[p] else set()))
 
     test_keys = {k for p in test["out_path"] for k in keys[p]}
-    excluded, real_pool = [], {c: [] for c in classes}
+    copies, syn_excluded = [], []
+    real_pool, real_with_copies = {c: [] for c in classes}, {c: [] for c in classes}
     for p, c in zip(train["out_path"], train["class"]):
+        real_with_copies[c].append(p)
         hit = keys[p] & test_keys
         if hit:
             what = "source file" if any(k.startswith("sha:") for k in hit) else "pixels"
-            excluded.append({"path": p, "class": c, "reason": f"duplicates a test image ({what})"})
+            copies.append({"path": p, "class": c, "reason": f"{COPY_REASON} ({what})"})
         else:
             real_pool[c].append(p)
     syn_pool = {c: [] for c in classes}
     for c in classes:
         for p in synthetic[c]:
             if keys[p] & test_keys:
-                excluded.append({"path": p, "class": c, "reason": "synthetic image identical to a test image"})
+                syn_excluded.append({"path": p, "class": c, "reason": "synthetic image identical to a test image"})
             else:
                 syn_pool[c].append(p)
-    pools = Pools(real=real_pool, synthetic=syn_pool, test=list(zip(test["out_path"], test["class"])), excluded=excluded)
-    return ImageSet(pixels=pixels, paths=paths, keys=keys, pools=pools)
+    pools = Pools(real=real_pool, synthetic=syn_pool, test=list(zip(test["out_path"], test["class"])),
+                  excluded=copies + syn_excluded)
+    keeping = replace(pools, real=real_with_copies, excluded=syn_excluded,
+                      kept_test_copies=frozenset(e["path"] for e in copies))
+    return ImageSet(pixels=pixels, paths=paths, keys=keys, pools=pools, pools_keeping_copies=keeping)
 
 
-def check_plan(images: ImageSet, plan) -> None:
-    """The code-level guarantee: no test image, copy or synthetic stand-in of one, in `plan`."""
-    test_paths = {p for p, _ in images.pools.test}
-    assert_no_leakage(plan, images.pools, train_keys=images.keys, test_keys={p: images.keys[p] for p in test_paths})
+def check_plan(images: ImageSet, plan, pools: Pools | None = None) -> int:
+    """The code-level guarantee: no test image, copy or synthetic stand-in of one, in `plan`.
+
+    `pools` are those `plan` was drawn from (default `images.pools`); only the test-image copies they
+    list as kept (classify.drop_test_copies: false) pass, and their number is returned.
+    """
+    pools = images.pools if pools is None else pools
     if any(src not in ("real", "synthetic") for _, _, src in plan.rows):
         raise LeakageError("a training row of unknown source")
+    test_paths = {p for p, _ in pools.test}
+    return assert_no_leakage(plan, pools, train_keys=images.keys, test_keys={p: images.keys[p] for p in test_paths})
 
 
 @dataclass
@@ -104,9 +135,13 @@ class DeviceData:
     """The uint8 images on the device, and how a batch becomes the network's input."""
 
     pixels: torch.Tensor  # uint8 (N, S, S) on `device`
-    normalize: str  # "imagenet" (pretrained inputs) | "unit" (0-1) | "raw255" (paper's code)
+    normalize: str  # one of NORMALIZATIONS
     augment: str  # "none" | "flip"
     channels_last: bool
+
+    def __post_init__(self):
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown input normalisation {self.normalize!r}; known: {', '.join(NORMALIZATIONS)}")
 
     @classmethod
     def create(cls, images: ImageSet, device: torch.device, *, normalize: str, augment: str) -> DeviceData:
@@ -117,13 +152,16 @@ class DeviceData:
         if train and self.augment == "flip":
             flip = torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5
             x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
-        if self.normalize != "raw255":
-            x = x / 255.0
+        x = x / 255.0
         x = x.expand(-1, 3, -1, -1)  # grayscale -> the 3 channels the network expects, here only
-        if self.normalize == "imagenet":
-            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-            x = (x - mean) / std
-        else:
+        if self.normalize == NORM_UNIT:
             x = x.contiguous()
+        else:
+            std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+            if self.normalize == NORM_IMAGENET:
+                x = x - torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+            # NORM_NO_MEAN, paper's code (PAPER_CODE.md "Classifier"): raw 0-255 into Keras' caffe-style VGG-19,
+            # whose weights expect the ImageNet mean subtracted at that scale. The same slip on torchvision
+            # weights: their scale (/255, /std), no mean subtraction; raw 0-255 here would also be ~58x too large.
+            x = x / std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

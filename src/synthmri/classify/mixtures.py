@@ -1,19 +1,23 @@
 """Scenario entries -> exact, seeded per-class lists of training files (ARCHITECTURE.md "Scenarios are data").
 
 Pure functions over `Pools` (what is available); data.py fills the pools from the processed manifest
-and the generators' folders and removes training images that duplicate a test image first.
+and the generators' folders, and leaves out of them the training images that copy a test image unless
+`classify.drop_test_copies` is false (the paper as coded, PAPER_CODE.md: 103 Testing images had a
+Training copy); then those copies are listed in `Pools.kept_test_copies`, the only test-image copies
+the leakage check lets through, and counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from synthmri.classify.config import Amount, ScenarioMix, ScenarioParams
+from synthmri.classify.config import PAIR, Amount, ScenarioMix, ScenarioParams
 from synthmri.io import read_table
 
 REAL, SYNTHETIC = "real", "synthetic"
@@ -33,6 +37,7 @@ class Pools:
     synthetic: Mapping[str, Sequence[str]]
     test: Sequence[tuple[str, str]]  # (path, class)
     excluded: Sequence[dict] = field(default_factory=tuple)  # training rows left out, with a reason
+    kept_test_copies: frozenset[str] = frozenset()  # real paths in `real` that copy a test image (drop_test_copies: false)
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,9 @@ def _synthetic_count(amount: Amount, available: int, real_n: int, largest: int) 
         return max(0, largest - real_n)
     if amount.startswith("x"):  # paper's code, Scenarios 2/3: int(n * 0.113 / 0.25 / 0.5)
         return int(float(amount[1:]) * real_n)
-    if amount.endswith("%"):  # paper's text, Scenarios 2/3: synthetic makes p% of the class (R:90 S:10 ...)
-        p = float(amount[:-1])
-        return int(round(real_n * p / (100.0 - p)))
+    pair = PAIR.match(amount)
+    if pair:  # paper's text §5.2.2, Scenarios 2/3: R90:S10, R80:S20, R66:S33 taken as written (s per r real)
+        return int(Fraction(real_n) * Fraction(pair["s"]) / Fraction(pair["r"]))  # exact: 802 at R66:S33 -> 401
     raise ValueError(f"{amount!r} is not a synthetic-image amount")
 
 
@@ -147,14 +152,18 @@ def plan_mixture(pools: Pools, mix: ScenarioParams | ScenarioMix, classes: Seque
         unknown = sorted(set(pool) - set(classes))
         if unknown:
             raise ValueError(f"{where}: {name} images of unknown class(es) {unknown}; known: {list(classes)}")
-    real_n: dict[str, int] = {}
-    for c in classes:
-        available = len(pools.real.get(c, ()))
-        n = _real_count(_amount_for(mix.real, c, classes, "real", where), available)
-        if n > available:
-            raise ValueError(f"{where}: {n} real {c} images requested, only {available} available "
-                             f"(kept Training images not duplicating a test image)")
-        real_n[c] = n
+    if mix.draw == "pooled":
+        real_sel = _draw_pooled(pools, mix, classes, seed, where)
+    else:
+        real_sel = {}
+        for ci, c in enumerate(classes):
+            pool = pools.real.get(c, ())
+            n = _real_count(_amount_for(mix.real, c, classes, "real", where), len(pool))
+            if n > len(pool):
+                raise ValueError(f"{where}: {n} real {c} images requested, only {len(pool)} available "
+                                 f"({_available_what(pools)})")
+            real_sel[c] = _draw(pool, n, [seed, ci, 0])
+    real_n = {c: len(real_sel[c]) for c in classes}
     largest = max(real_n.values())
     syn_n: dict[str, int] = {}
     for c in classes:
@@ -166,35 +175,65 @@ def plan_mixture(pools: Pools, mix: ScenarioParams | ScenarioMix, classes: Seque
         syn_n[c] = n
     rows: list[tuple[str, str, str]] = []
     for ci, c in enumerate(classes):
-        for kind, n, pool in ((REAL, real_n[c], pools.real.get(c, ())), (SYNTHETIC, syn_n[c], pools.synthetic.get(c, ()))):
-            for path in _draw(pool, n, mix.draw, [seed, ci, 0 if kind == REAL else 1]):
-                rows.append((path, c, kind))
+        rows += [(path, c, REAL) for path in real_sel[c]]
+        rows += [(path, c, SYNTHETIC) for path in _draw(pools.synthetic.get(c, ()), syn_n[c], [seed, ci, 1])]
     if not rows:
         raise ValueError(f"{where}: the training set is empty (every class has 0 real and 0 synthetic images)")
     counts = {c: {REAL: real_n[c], SYNTHETIC: syn_n[c]} for c in classes}
     return Plan(tuple(rows), counts)
 
 
-def _draw(pool: Sequence[str], n: int, how: str, seed: list[int]) -> list[str]:
+def _available_what(pools: Pools) -> str:
+    if pools.kept_test_copies:
+        return "kept Training images, copies of test images included (classify.drop_test_copies: false)"
+    return "kept Training images not duplicating a test image"
+
+
+def _draw(pool: Sequence[str], n: int, seed: list[int]) -> list[str]:
+    """n of `pool`, seeded, in pool order."""
     if n == len(pool):
         return list(pool)
-    if how == "first":  # paper's code, Scenario 5: the first half of the real images
-        return list(pool[:n])
     order = np.random.default_rng(seed).permutation(len(pool))[:n]
     return [pool[i] for i in sorted(order)]
 
 
+def _draw_pooled(pools: Pools, mix: ScenarioParams | ScenarioMix, classes: Sequence[str], seed: int,
+                 where: str) -> dict[str, list[str]]:
+    """Real images drawn from all classes together, so the per-class counts follow the draw.
+
+    Paper's code, Scenario 5: `shuffle(train_paths, ...)` over every real image, then the first half
+    (`train_paths[:len // 2]`); config refuses a per-class amount here.
+    """
+    if isinstance(mix.real, Mapping):
+        raise ValueError(f"{where}: draw: pooled takes one real amount for all classes together, not a mapping")
+    pooled = [(p, c) for c in classes for p in pools.real.get(c, ())]
+    n = _real_count(mix.real, len(pooled))
+    if n > len(pooled):
+        raise ValueError(f"{where}: {n} real images requested, only {len(pooled)} available "
+                         f"in all classes together ({_available_what(pools)})")
+    picked = np.random.default_rng([seed, len(classes), 2]).permutation(len(pooled))[:n]
+    out: dict[str, list[str]] = {c: [] for c in classes}
+    for i in sorted(picked):
+        p, c = pooled[i]
+        out[c].append(p)
+    return out
+
+
 def assert_no_leakage(plan: Plan, pools: Pools, *, train_keys: Mapping[str, Collection[str]],
-                      test_keys: Mapping[str, Collection[str]]) -> None:
+                      test_keys: Mapping[str, Collection[str]]) -> int:
     """Refuse a training set holding a test image: by path, or by a content key (source sha256, pixel hash).
 
     `train_keys`/`test_keys` map a path to its content keys; every training path must have at least one.
+    The one exception is a real image listed in `pools.kept_test_copies` (classify.drop_test_copies:
+    false, the paper as coded): let through and counted. Returns that count; a synthetic image, a test
+    image itself, or any other copy is still refused.
     """
     test_paths = {p for p, _ in pools.test}
     synthetic = {p for ps in pools.synthetic.values() for p in ps}
     if test_paths & synthetic:
         raise LeakageError(f"synthetic image(s) in the test set: {sorted(test_paths & synthetic)[:3]}")
     forbidden = {k for p in test_paths for k in test_keys[p]}
+    copies = 0
     for path, cls, source in plan.rows:
         if path in test_paths:
             raise LeakageError(f"test image {path} in the training set")
@@ -202,4 +241,8 @@ def assert_no_leakage(plan: Plan, pools: Pools, *, train_keys: Mapping[str, Coll
         if not keys:
             raise LeakageError(f"training image {path} has no content key to check against the test set")
         if forbidden.intersection(keys):
+            if source == REAL and path in pools.kept_test_copies:
+                copies += 1  # the paper's leak, kept on purpose (classify.drop_test_copies: false)
+                continue
             raise LeakageError(f"{source} training image {path} ({cls}) duplicates a test image")
+    return copies

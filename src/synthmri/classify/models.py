@@ -1,5 +1,6 @@
 """Classifier registry: VGG-19 as the paper's code built it, and the related projects' ResNet50,
-ResNet152 and MobileNetV2. ImageNet weights are files under models/pretrained/, never downloaded here."""
+ResNet152 and MobileNetV2. ImageNet weights are registry files under models/pretrained/, read through
+`synthmri.pretrained` (full sha256 checked, tensors only), never downloaded here."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
+from synthmri import pretrained
 from synthmri.classify.config import ModelParams
-from synthmri.fidelity.weights import MissingWeightsError, require
-from synthmri.fidelity.weights import get as registered_weights
 
 
 # VGG-19 features indices of block5_conv2, block5_conv3, block5_conv4 (Keras names)
@@ -87,7 +87,7 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
 
 def weights_path(cfg: ModelParams) -> Path:
     """The arch's ImageNet file under `cfg.weights_dir`: the name `synthmri weights fetch` writes (one registry)."""
-    return Path(cfg.weights_dir) / registered_weights(cfg.arch).file
+    return Path(cfg.weights_dir) / pretrained.get(cfg.arch).file
 
 
 def build_model(cfg: ModelParams, n_classes: int, image_size: int) -> nn.Module:
@@ -96,11 +96,11 @@ def build_model(cfg: ModelParams, n_classes: int, image_size: int) -> nn.Module:
         raise ValueError(f"unknown classifier {cfg.arch!r}; known: {', '.join(ARCHITECTURES)}")
     net = ARCHITECTURES[cfg.arch](n_classes, image_size)
     if cfg.pretrained:
-        try:
-            path = require(weights_path(cfg))
-        except MissingWeightsError as e:
-            raise MissingWeightsError(f"{e} Or set classify.model.pretrained: false to train from random weights.") from None
-        state = torch.load(path, map_location="cpu", weights_only=True)  # safe: tensors only
+        try:  # the published bytes (full sha256), read as tensors only
+            state, _ = pretrained.load_registered(cfg.arch, cfg.weights_dir)
+        except pretrained.MissingWeightsError as e:
+            raise pretrained.MissingWeightsError(
+                f"{e} Or set classify.model.pretrained: false to train from random weights.") from None
         net.load_backbone(state)
     if cfg.trainable == "paper" and isinstance(net, VGG19Classifier):
         net.freeze_as_paper()

@@ -14,39 +14,52 @@ import torch
 
 from synthmri.classify import stats as S
 from synthmri.classify.config import ClassifyParams, ScenarioParams
-from synthmri.classify.data import DeviceData, ImageSet, check_plan
+from synthmri.classify.data import NORM_IMAGENET, NORM_NO_MEAN, DeviceData, ImageSet, check_plan
 from synthmri.classify.mixtures import Plan, plan_mixture
 from synthmri.classify.train import fit, label_order, new_model, open_live, predict
-from synthmri.generative.runtime import resolve_device, set_threads
+from synthmri.runtime import resolve_device, set_threads
 
 PHASE_MAIN, PHASE_BEFORE, PHASE_AFTER = "", "before", "after"
 PRED_COLUMNS = ("seed", "phase", "path", "class", "pred")
 
 
+def draw_seed(scen: ScenarioParams, cfg: ClassifyParams, seed: int) -> int:
+    """The seed of a training seed's draws: the scenario's, else classify.draw_seed, else the training seed."""
+    if scen.draw_seed == "train":  # e.g. S5 as coded: each notebook shuffled with its own seed
+        return seed
+    if scen.draw_seed is not None:
+        return scen.draw_seed
+    return cfg.draw_seed if cfg.draw_seed is not None else seed
+
+
 def plan_all(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: ImageSet,
-             classes: Sequence[str]) -> dict[int, tuple[Plan, Plan | None]]:
-    """Every seed's training plan(s), checked for leakage; raises before anything is trained."""
+             classes: Sequence[str]) -> tuple[dict[int, tuple[Plan, Plan | None]], dict[int, tuple[int, int | None]]]:
+    """Every seed's training plan(s), checked for leakage; raises before anything is trained.
+
+    Also returns, per seed, how many Training copies of test images each plan holds (nonzero only with
+    classify.drop_test_copies: false, the paper as coded).
+    """
     where = f"classify.scenarios.{name}"
-    plans = {}
+    pools = images.pools_for(cfg.drop_test_copies)
+    plans, copies = {}, {}
     for seed in scen.seeds or cfg.train.seeds:
-        draw = scen.draw_seed if scen.draw_seed is not None else cfg.draw_seed if cfg.draw_seed is not None else seed
-        first = plan_mixture(images.pools, scen, classes, draw, where)
-        second = plan_mixture(images.pools, scen.finetune, classes, draw, f"{where}.finetune") if scen.finetune else None
-        for plan in (first, second):
-            if plan is not None:
-                check_plan(images, plan)  # the code-level no-leakage guarantee
+        draw = draw_seed(scen, cfg, seed)
+        first = plan_mixture(pools, scen, classes, draw, where)
+        second = plan_mixture(pools, scen.finetune, classes, draw, f"{where}.finetune") if scen.finetune else None
+        # the code-level no-leakage guarantee
+        copies[seed] = (check_plan(images, first, pools), None if second is None else check_plan(images, second, pools))
         plans[seed] = (first, second)
-    return plans
+    return plans, copies
 
 
 def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: ImageSet, classes: Sequence[str], *,
                  live_dir: str | Path | None = None) -> tuple[dict, pd.DataFrame]:
     """Train and evaluate `scen` for each seed; return (metrics, predictions)."""
     classes = tuple(sorted(classes))
-    plans = plan_all(name, scen, cfg, images, classes)
+    plans, copies = plan_all(name, scen, cfg, images, classes)
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    data = DeviceData.create(images, device, normalize="raw255" if cfg.paper_as_coded else "imagenet",
+    data = DeviceData.create(images, device, normalize=NORM_NO_MEAN if cfg.paper_as_coded else NORM_IMAGENET,
                              augment=cfg.train.augment)
     test_paths = [p for p, _ in images.pools.test]
     test_cls = [c for _, c in images.pools.test]
@@ -100,7 +113,8 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
         "arch": cfg.model.arch, "pretrained": cfg.model.pretrained, "paper_as_coded": cfg.paper_as_coded,
         "device": str(device), "seeds": list(plans), "test_images": len(test_paths),
         "train_counts": first_plan.counts, "train_images": first_plan.size,
-        "excluded_from_pools": dict(Counter(e["reason"] for e in images.pools.excluded)),
+        "excluded_from_pools": dict(Counter(e["reason"] for e in images.pools_for(cfg.drop_test_copies).excluded)),
+        "test_copies": leaked_copies_metrics(cfg, images, copies),
     }
     second_plan = next(iter(plans.values()))[1]
     if second_plan is not None:
@@ -126,6 +140,16 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
     metrics["train_images_per_s"] = round(images_seen / seconds, 2) if seconds else 0.0
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return metrics, preds
+
+
+def leaked_copies_metrics(cfg: ClassifyParams, images: ImageSet, copies: dict[int, tuple[int, int | None]]) -> dict:
+    """Training copies of Testing images: found, dropped, and how many trained per seed (paper as coded: all kept)."""
+    found = images.test_copies_found
+    block: dict = {"drop": cfg.drop_test_copies, "found": found, "dropped": found if cfg.drop_test_copies else 0,
+                   "trained": {str(s): n for s, (n, _) in copies.items()}}
+    if any(m is not None for _, m in copies.values()):
+        block["finetune_trained"] = {str(s): m for s, (_, m) in copies.items()}
+    return block
 
 
 def paired_vs_baseline(preds: pd.DataFrame, baseline: pd.DataFrame, phase: str | None = None) -> dict:

@@ -18,7 +18,7 @@ from torch import nn
 from synthmri.classify.config import ClassifyParams
 from synthmri.classify.data import DeviceData
 from synthmri.classify.models import build_model
-from synthmri.generative.runtime import autocast, autocast_dtype, derive_seed, seed_everything
+from synthmri.runtime import autocast, autocast_dtype, derive_seed, seed_everything
 
 
 @dataclass

@@ -1,11 +1,16 @@
 """The preprocess stage (paper §4.2-4.4): dedup's manifest in, 256x256 grayscale PNGs and a manifest out.
 
 Order: read -> grayscale -> aspect filter -> class balancing -> [N4] -> resize -> rotate -> CLAHE ->
-histogram matching -> write. The filters and every random draw are decided on the manifest in this
-process before any image is decoded, so results do not depend on the worker count. Each kept image
-is decoded once: pass 1 (parallel) takes it as far as CLAHE and keeps the uint8 result in memory;
-the class references are built from those; pass 2 (parallel) applies each image's lookup table and
-writes the PNG.
+histogram matching -> write (`order: resize_last`, the paper's code: rotate -> CLAHE at the native
+size -> resize). The filters and every random draw are decided on the manifest in this process before
+any image is decoded, so results do not depend on the worker count. Each kept image is decoded once:
+pass 1 (parallel) takes it as far as CLAHE and keeps the uint8 result in memory; the references are
+built from those; pass 2 (parallel) applies each image's lookup table and writes the PNG.
+
+No transform of a Testing image depends on its label or on other Testing images (rules of evidence):
+its rotation is keyed by its path, and its histogram reference is the class-agnostic one built from
+Training images. Only the aspect filter (paper §4.2, both splits) reads a Testing image's class: it
+decides whether the image is kept, never its pixels.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import shutil
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +43,7 @@ CHANGED = "changed since ingest"
 
 # one independent random stream per purpose, so e.g. switching rotation on for Testing never
 # changes which Training images the balancing draws
-_BALANCE, _ROTATE, _REFERENCE = 1, 2, 3
+_BALANCE, _ROTATE, _REFERENCE, _REFERENCE_AGNOSTIC = 1, 2, 3, 4
 
 
 def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: Sequence[str]) -> dict[str, Any]:
@@ -70,15 +75,16 @@ def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: 
         else:
             images[i] = img
 
-    # histogram matching references, one per class, from pass 1's images (paper §4.4.2)
-    refs, ref_meta = _references(df, images, cfg, classes) if cfg.histmatch.apply else ({}, {})
+    # histogram matching references from pass 1's Training images (paper §4.4.2)
+    refs, ref_meta = _references(df, images, cfg, classes) if cfg.histmatch.apply else (_Refs(None, {}), {})
 
     # pass 2: match and write
     _clean(out_dir)
     out_path = pd.Series("", index=df.index, dtype=object)
     for i, name in _out_names(df.loc[list(images)]).items():
         out_path[i] = manifest_path(out_dir / df.at[i, "split"] / df.at[i, "class"] / name)
-    writes = [(images[i], _lut(images[i], refs.get(df.at[i, "class"])), out_path[i]) for i in images]
+    writes = [(images[i], _lut(images[i], _reference_for(df.at[i, "split"], df.at[i, "class"], refs)), out_path[i])
+              for i in images]
     parallel_map(_write, writes, desc="write", workers=P.workers(cfg.workers), chunksize=_chunk(len(writes), cfg))
 
     out = df.copy()
@@ -136,8 +142,9 @@ def _aspect_filter(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams)
             reason[i] = f"{ASPECT} {w}x{h}"
 
 
-def _balance(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> dict[str, dict[str, int]]:
-    """Paper §4.2: each listed class keeps a seeded sample of randint(min, max) Training images.
+def _balance(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> dict[str, dict[str, Any]]:
+    """Paper §4.2: each listed class keeps a seeded sample of randint(min, max) Training images, or
+    of `balance.counts[class]` where given (the paper's Table 2 counts).
 
     Each class draws from its own stream (seed, class name), over its candidates sorted by relpath.
     """
@@ -146,22 +153,25 @@ def _balance(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> di
         cand = df.index[(df["split"] == "train") & (df["class"] == cls) & (reason == "")]
         cand = list(df.loc[cand].sort_values("relpath").index)
         rng = _rng(cfg.seed, _BALANCE, cls)
-        drawn = int(rng.integers(cfg.balance.min, cfg.balance.max, endpoint=True))
+        drawn = int(rng.integers(cfg.balance.min, cfg.balance.max, endpoint=True))  # drawn either way: same stream
+        source = "counts" if cls in cfg.balance.counts else "randint"
+        drawn = cfg.balance.counts.get(cls, drawn)
         if drawn < len(cand):
             chosen = set(rng.choice(len(cand), size=drawn, replace=False).tolist())
             for j, i in enumerate(cand):
                 if j not in chosen:
                     reason[i] = NOT_DRAWN
         kept = min(drawn, len(cand))
-        out[cls] = {"available": len(cand), "drawn": drawn, "kept": kept, "short_by": drawn - kept}
+        out[cls] = {"available": len(cand), "drawn": drawn, "kept": kept, "short_by": drawn - kept, "source": source}
     return out
 
 
 def _rotations(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> pd.Series:
     """Paper §4.3: with probability p, a uniform angle in [-max, max] degrees, rounded to 0.01° so the
-    manifest records exactly what was applied. Training only unless rotate.test (the paper's code
-    rotated Testing too). Each image draws from its own stream (seed, split/relpath), so its angle
-    does not depend on which other images were kept."""
+    manifest records exactly what was applied; with `whole_degrees`, the paper's code's
+    `randrange(-max, max)`: a whole degree in -max..max-1. Training only unless rotate.test (the
+    paper's code rotated Testing too). Each image draws from its own stream (seed, split/relpath),
+    so its angle depends neither on which other images were kept nor on its class."""
     angles = pd.Series(0.0, index=df.index)
     r = cfg.rotate
     for i in df.index[reason == ""]:
@@ -169,33 +179,76 @@ def _rotations(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> 
         if split == "test" and not r.test:
             continue
         rng = _rng(cfg.seed, _ROTATE, f"{split}/{df.at[i, 'relpath']}")
-        hit, angle = rng.random() < r.probability, rng.uniform(-r.max_degrees, r.max_degrees)
+        hit = rng.random() < r.probability
+        if r.whole_degrees:
+            m = int(r.max_degrees)
+            angle = float(rng.integers(-m, m)) if m > 0 else 0.0  # high end excluded, as randrange
+        else:
+            angle = rng.uniform(-r.max_degrees, r.max_degrees)
         angles[i] = round(float(angle), 2) + 0.0 if hit else 0.0  # + 0.0: no "-0.0" in the manifest
     return angles
 
 
+class _Refs(NamedTuple):
+    """The histogram references: one class-agnostic CDF (None when nothing is matched) and, with
+    `histmatch.reference: per_class`, one CDF per class for Training images."""
+
+    agnostic: np.ndarray | None
+    per_class: dict[str, np.ndarray]
+
+
 def _references(df: pd.DataFrame, images: dict[int, np.ndarray], cfg: P.PreprocessParams,
-                classes: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Paper §4.4.2: per class, the mean histogram of `reference_images` seeded-random images from
-    `reference_splits`, taken after CLAHE. With Training only, a Testing image is matched to a
-    reference it is not part of."""
+                classes: tuple[str, ...]) -> tuple[_Refs, dict[str, Any]]:
+    """Paper §4.4.2: a reference is the mean histogram of `reference_images` seeded-random images
+    from `reference_splits` (Training only whenever matching is applied: params refuse Testing),
+    taken after CLAHE. The agnostic reference draws from every class; a per-class one from its class."""
     h = cfg.histmatch
-    refs, meta = {}, {}
     present = df.loc[list(images)]
-    for cls in classes:
-        if not (present["class"] == cls).any():
-            continue
-        cand = present[(present["class"] == cls) & present["split"].isin(h.reference_splits)]
-        cand = list(cand.sort_values(["split", "relpath"]).index)
-        if not cand:
-            raise ValueError(f"histogram matching: class {cls!r} has no kept image in "
-                             f"preprocess.histmatch.reference_splits {list(h.reference_splits)} to build a reference from")
-        rng = _rng(cfg.seed, _REFERENCE, cls)
-        pick = sorted(rng.choice(len(cand), size=min(h.reference_images, len(cand)), replace=False).tolist())
-        sample = [cand[j] for j in pick]
-        refs[cls] = ops.reference_cdf(np.stack([ops.histogram(images[i]) for i in sample]))
-        meta[cls] = {"images": len(sample), "per_split": {s: int((df.loc[sample, "split"] == s).sum()) for s in SPLITS}}
-    return refs, meta
+    pool = present[present["split"].isin(h.reference_splits)]
+    meta: dict[str, Any] = {}
+    agnostic = None
+    if len(present):
+        agnostic, sample = _one_reference(pool, images, cfg, _rng(cfg.seed, _REFERENCE_AGNOSTIC, "all"), "")
+        meta["agnostic"] = {**_sample_meta(pool, sample), "per_class": {c: int((pool.loc[sample, "class"] == c).sum())
+                                                                        for c in classes}}
+    per_class: dict[str, np.ndarray] = {}
+    if h.reference == "per_class":
+        meta["per_class"] = {}
+        for cls in classes:
+            if not ((present["class"] == cls) & (present["split"] == "train")).any():
+                continue  # only Training images are matched to a class reference
+            cand = pool[pool["class"] == cls]
+            per_class[cls], sample = _one_reference(cand, images, cfg, _rng(cfg.seed, _REFERENCE, cls), cls)
+            meta["per_class"][cls] = _sample_meta(cand, sample)
+    return _Refs(agnostic, per_class), meta
+
+
+def _one_reference(cand: pd.DataFrame, images: dict[int, np.ndarray], cfg: P.PreprocessParams,
+                   rng: np.random.Generator, cls: str) -> tuple[np.ndarray, list[int]]:
+    """The reference CDF from a seeded sample of `cand` (sorted first: the draw does not depend on
+    row order), and the sampled row labels."""
+    h = cfg.histmatch
+    order = list(cand.sort_values(["split", "relpath"]).index)
+    if not order:
+        what = f"class {cls!r} has" if cls else "there is"
+        raise ValueError(f"histogram matching: {what} no kept image in preprocess.histmatch.reference_splits "
+                         f"{list(h.reference_splits)} to build a reference from")
+    pick = sorted(rng.choice(len(order), size=min(h.reference_images, len(order)), replace=False).tolist())
+    sample = [order[j] for j in pick]
+    return ops.reference_cdf(np.stack([ops.histogram(images[i]) for i in sample])), sample
+
+
+def _sample_meta(cand: pd.DataFrame, sample: list[int]) -> dict[str, Any]:
+    return {"images": len(sample), "per_split": {s: int((cand.loc[sample, "split"] == s).sum()) for s in SPLITS}}
+
+
+def _reference_for(split: str, cls: str, refs: _Refs) -> np.ndarray | None:
+    """The reference an image is matched to: its class's for a Training image under `per_class`,
+    else the agnostic one. A Testing image never gets a class reference: that would make its
+    pixels depend on its label (the paper's text matched every image within its class)."""
+    if split == "train" and cls in refs.per_class:
+        return refs.per_class[cls]
+    return refs.agnostic
 
 
 def _out_names(kept: pd.DataFrame) -> dict[int, str]:
@@ -225,17 +278,18 @@ def _out_names(kept: pd.DataFrame) -> dict[int, str]:
 class _Job:
     """Pass 1's work for one image: a small picklable record."""
 
-    __slots__ = ("path", "width", "height", "angle", "size", "n4", "clahe")
+    __slots__ = ("path", "width", "height", "angle", "size", "interpolation", "resize_last", "n4", "clahe")
 
     def __init__(self, path: str, width: int, height: int, angle: float, cfg: P.PreprocessParams):
         self.path, self.width, self.height, self.angle = path, width, height, angle
-        self.size, self.n4 = cfg.size, cfg.n4
+        self.size, self.interpolation, self.n4 = cfg.size, cfg.resize_interpolation, cfg.n4
+        self.resize_last = cfg.order == "resize_last"
         self.clahe = (cfg.clahe.clip_limit, cfg.clahe.tile_grid) if cfg.clahe.enabled else None
 
 
 def _prepare(job: _Job) -> tuple[np.ndarray | None, str]:
-    """Decode once and take the image through [N4], resize, rotate and CLAHE; a file that fails
-    becomes a removal reason, never a crash."""
+    """Decode once and take the image through [N4], resize, rotate and CLAHE (or [N4], rotate, CLAHE,
+    resize: the paper's code); a file that fails becomes a removal reason, never a crash."""
     try:
         img = read_gray(job.path)  # paper §4: grayscale, whatever the file's mode
     except (ImageError, OSError) as e:
@@ -244,10 +298,13 @@ def _prepare(job: _Job) -> tuple[np.ndarray | None, str]:
         return None, f"{CHANGED}: now {img.shape[1]}x{img.shape[0]}, manifest says {job.width}x{job.height}"
     if job.n4:
         img = ops.n4(img)  # before any interpolation, on the image as acquired
-    img = ops.resize(img, job.size)  # paper §4.2
+    if not job.resize_last:
+        img = ops.resize(img, job.size, job.interpolation)  # paper §4.2
     img = ops.rotate(img, job.angle)  # paper §4.3
     if job.clahe is not None:
         img = ops.clahe(img, *job.clahe)  # paper §4.4.1
+    if job.resize_last:
+        img = ops.resize(img, job.size, job.interpolation)  # the paper's code resized last
     return img, ""
 
 
@@ -309,8 +366,15 @@ def _metrics(out: pd.DataFrame, reason: pd.Series, balance: dict, ref_meta: dict
         "reference": ref_meta,
         "reconcile": {"in": n_in, "kept": n_kept, "removed": n_removed},
         "histmatch_applied": cfg.histmatch.apply,
+        # which reference each split was matched to ("none" when matching is off)
+        "histmatch_reference": {"train": ("own class" if cfg.histmatch.reference == "per_class" else "agnostic")
+                                if cfg.histmatch.apply else "none",
+                                "test": "agnostic" if cfg.histmatch.apply else "none"},
         "reference_splits": list(cfg.histmatch.reference_splits),
         "rotate_test": cfg.rotate.test,
+        "rotate_whole_degrees": cfg.rotate.whole_degrees,
+        "order": cfg.order,
+        "resize_interpolation": cfg.resize_interpolation,
         "clahe": cfg.clahe.enabled,
         "n4": cfg.n4,
         "size": cfg.size,

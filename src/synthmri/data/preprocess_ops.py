@@ -29,13 +29,22 @@ def aspect_ok(width: int, height: int, square: bool, tolerance: float) -> bool:
     return (1 - t) * height <= width <= (1 + t) * height and (1 - t) * width <= height <= (1 + t) * width
 
 
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """To size x size (paper §4.2). INTER_AREA when shrinking both sides (it averages, no aliasing);
-    bicubic when either side grows (INTER_AREA would degrade to nearest neighbour there)."""
+INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+
+
+def resize(img: np.ndarray, size: int, interpolation: str = "auto") -> np.ndarray:
+    """To size x size (paper §4.2). "auto": INTER_AREA when shrinking both sides (it averages, no
+    aliasing), bicubic when either side grows (INTER_AREA would degrade to nearest neighbour there).
+    "bilinear" is what the paper's code got from `cv2.resize` without a flag (PAPER_CODE.md)."""
     h, w = img.shape
     if (h, w) == (size, size):
         return img.copy()
-    interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_CUBIC
+    if interpolation == "auto":
+        interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_CUBIC
+    elif interpolation in INTERPOLATION:
+        interp = INTERPOLATION[interpolation]
+    else:
+        raise ValueError(f"interpolation: expected 'auto' or one of {sorted(INTERPOLATION)}, got {interpolation!r}")
     return cv2.resize(img, (size, size), interpolation=interp)
 
 

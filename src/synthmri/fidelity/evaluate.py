@@ -2,9 +2,13 @@
 
 Reference set of a class (the paper's): its preprocessed Training images, `status == kept` rows of
 the preprocess manifest with `split == train`; the same for every generator, so numbers compare
-across experiments. The real-vs-real floor the paper also reported is its preprocessed Testing
-images against that reference. All metrics use one extractor (torch-fidelity's FID Inception, from
-`models/pretrained/`): FID, KID and precision/recall on its 2048-d pool features, IS on its logits.
+across experiments. The real-vs-real floor the paper's notebooks also reported is its preprocessed
+Testing images against that reference. Generated images are resized twice on their way here (the
+generator trains at `generator.<kind>.image_size` and `generate` resizes its samples to
+`generate.out_size`: 256 -> 128 -> 256 in the paper), which alone raises FID; the resampled floor
+passes the Testing images through the same two resize ops, so it is the floor a generated set can be
+held to. All metrics use one extractor (torch-fidelity's FID Inception, from `models/pretrained/`):
+FID, KID and precision/recall on its 2048-d pool features, IS on its logits.
 
 Outputs: the metrics JSON (a key per class, then `summary`, `reference`, `extractor`,
 `feature_cache`), `<plots>/memorisation_<class>.png` (closest synthetic-real pairs) and
@@ -14,11 +18,15 @@ Outputs: the metrics JSON (a key per class, then `summary`, `reference`, `extrac
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
 from rich.console import Console
 
 from synthmri.fidelity import memorisation as mem
@@ -33,16 +41,69 @@ SYNTHETIC_SUFFIXES = (".png", ".jpg", ".jpeg")
 REFERENCE = {
     "real": "the class's preprocessed Training images (split train, status kept) of the preprocess manifest",
     "real_floor": "the class's preprocessed Testing images (split test, status kept) against that reference",
+    "real_floor_resampled": "the same Testing images resized as generated images are (see `resample`), against that reference",
     "input": "grayscale uint8 PNG repeated to 3 channels, resized by the extractor to 299x299",
 }
 RESERVED = ("summary", "reference", "extractor", "feature_cache")  # top-level keys beside the classes
 _err = Console(stderr=True)
 
 
+@dataclass(frozen=True)
+class Resample:
+    """The sizes a generated image passes through: trained at `train_size`, saved at `out_size`."""
+
+    train_size: int  # generator.<kind>.image_size (paper §5.1.1: 128)
+    out_size: int  # generate.out_size (paper §5.1.3: 256)
+
+    @classmethod
+    def from_params(cls, raw: dict[str, Any]) -> "Resample":
+        """From params.yaml's `generator` and `generate` sections (missing -> their defaults)."""
+        from synthmri.generative.config import load_generate, load_generator
+
+        return cls(load_generator(raw.get("generator")).model.image_size, load_generate(raw.get("generate")).out_size)
+
+    @property
+    def tag(self) -> str:
+        """Names the transform in the feature cache key (bump the version if the ops change)."""
+        return f"resample/pil-bicubic-{self.train_size}/torch-bicubic-{self.out_size}/v1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train_size": self.train_size, "out_size": self.out_size,
+                "ops": f"Pillow bicubic to {self.train_size} px (generative/data.py), then /255, torch bicubic to "
+                       f"{self.out_size} px, clamp, round to uint8 (generative/sample.py to_uint8)",
+                "not_applied": "generate.paper_as_coded's mirror and JPEG (orientation/compression, not size)"}
+
+
+def resample_like_generated(img: np.ndarray, r: Resample) -> np.ndarray:
+    """uint8 (H, W) -> uint8 (out_size, out_size) by the generator pipeline's own resize ops.
+
+    The same steps, in the same libraries, as generative/data.py `_load` (Pillow bicubic, which
+    antialiases when shrinking) and generative/sample.py `to_uint8` (torch bicubic, antialiased only
+    when shrinking, clamp, round); tests check the two agree byte for byte.
+    """
+    if img.shape != (r.train_size, r.train_size):
+        img = np.asarray(Image.fromarray(img).resize((r.train_size, r.train_size), Image.Resampling.BICUBIC))
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).float()[None, None] / 255.0  # ddpm.py: uint8 / 255
+    if x.shape[-1] != r.out_size:
+        x = F.interpolate(x, size=(r.out_size, r.out_size), mode="bicubic", align_corners=False,
+                          antialias=r.out_size < x.shape[-1])
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)[0, 0].numpy()
+
+
+def resampled_set(s: ImageSet, r: Resample) -> ImageSet:
+    """`s` resized as generated images are; digests carry the transform, so the cache keeps both apart."""
+    return ImageSet(f"{s.name} resampled {r.train_size}->{r.out_size}", list(s.paths),
+                    [resample_like_generated(a, r) for a in s.images], [f"{d}|{r.tag}" for d in s.digests])
+
+
 def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path, cfg: FidelityParams,
-             classes: Sequence[str], *, extractor_name: str = INCEPTION) -> dict[str, Any]:
-    """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics."""
-    from synthmri.generative.runtime import resolve_device, set_threads
+             classes: Sequence[str], *, extractor_name: str = INCEPTION,
+             resample: Resample | None = None) -> dict[str, Any]:
+    """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics.
+
+    `resample`: the generator's sizes, for the resampled floor (None: that floor is not computed).
+    """
+    from synthmri.runtime import resolve_device, set_threads
     from synthmri.params import workers as n_workers
 
     processed_manifest, synthetic_dir, plots_dir = Path(processed_manifest), Path(synthetic_dir), Path(plots_dir)
@@ -72,7 +133,7 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
     tables: list[pd.DataFrame] = []
     seconds = {"real": 0.0, "synthetic": 0.0}
     for c, paths in plan.items():
-        per_class[c] = _one_class(c, paths, extractor, cache, cfg, plots_dir, workers, tables, seconds)
+        per_class[c] = _one_class(c, paths, extractor, cache, cfg, plots_dir, workers, tables, seconds, resample)
 
     write_table(pd.concat(tables, ignore_index=True), plots_dir / "memorisation.csv")
     _err.print(f"fidelity: real-set features {seconds['real']:.1f} s ({cache.hits} set(s) from cache, "
@@ -80,9 +141,10 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
     out = {  # one top-level key per class (`dvc exp show`: glioma.fid, ...), then the rest
         **per_class,
         "summary": summarise(per_class),
-        "reference": REFERENCE,
+        "reference": {**REFERENCE, "resample": resample.to_dict() if resample else None},
         "extractor": {"name": extractor.name, "weights": "random (Kaiming-normal, seed "
                       f"{cfg.weights_seed}): demo numbers, comparable with nothing" if cfg.random_weights else cfg.weights,
+                      "random_weights": cfg.random_weights,  # the report's and summary's banner reads this
                       "weights_sha256": extractor.weights_sha256, "layers": extractor.layers, "device": device.type},
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},  # params.yaml holds the settings
     }
@@ -91,7 +153,8 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
 
 
 def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor, cache: FeatureCache,
-               cfg: FidelityParams, plots_dir: Path, workers: int | None, tables: list, seconds: dict) -> dict[str, Any]:
+               cfg: FidelityParams, plots_dir: Path, workers: int | None, tables: list, seconds: dict,
+               resample: Resample | None = None) -> dict[str, Any]:
     """Decode, extract (real sets through the cache), measure and check memorisation for class `c`."""
     px = cfg.memorisation.px_size
     train = load_images(f"{c} real train", paths[0], px, workers)
@@ -103,13 +166,15 @@ def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor,
     t0 = time.perf_counter()
     f_train = cache.features(extractor, train, cfg.batch_size)
     f_test = cache.features(extractor, test, cfg.batch_size) if len(test) else None
+    f_test_rs = cache.features(extractor, resampled_set(test, resample), cfg.batch_size) \
+        if len(test) and resample is not None else None
     t1 = time.perf_counter()
     f_syn = extract(extractor, synth.images, cfg.batch_size, f"features {synth.name}")
     seconds["real"] += t1 - t0
     seconds["synthetic"] += time.perf_counter() - t1
 
     layer = extractor.layers["fid"]
-    result = class_metrics(f_syn, f_train, f_test, layer, extractor.layers["isc"], cfg)
+    result = class_metrics(f_syn, f_train, f_test, layer, extractor.layers["isc"], cfg, f_test_resampled=f_test_rs)
     nearest = mem.find_nearest(synth, f_syn[layer], train, f_train[layer], cfg.memorisation)
     if len(test):  # the criteria's false-alarm rate on new real images
         reference = mem.find_nearest(test, f_test[layer], train, f_train[layer], cfg.memorisation)
@@ -129,8 +194,8 @@ def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor,
 
 
 def class_metrics(f_syn: dict, f_train: dict, f_test: dict | None, layer_fid: str, layer_is: str,
-                  cfg: FidelityParams) -> dict[str, Any]:
-    """Every number of one class from its three feature sets."""
+                  cfg: FidelityParams, *, f_test_resampled: dict | None = None) -> dict[str, Any]:
+    """Every number of one class from its feature sets (the resampled Testing set optional)."""
     g, r = f_syn[layer_fid], f_train[layer_fid]
     kid_args = {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size, "seed": cfg.seed}
     out: dict[str, Any] = {
@@ -138,6 +203,8 @@ def class_metrics(f_syn: dict, f_train: dict, f_test: dict | None, layer_fid: st
         M.FID_REAL_FLOOR: None,
         M.KID: M.kid(g, r, **kid_args),
         M.KID_REAL_FLOOR: None,
+        M.FID_REAL_FLOOR_RESAMPLED: None,
+        M.KID_REAL_FLOOR_RESAMPLED: None,
         M.IS_REAL: M.inception_score(f_train[layer_is], splits=cfg.isc_splits, seed=cfg.seed),
         M.IS_GENERATED: M.inception_score(f_syn[layer_is], splits=cfg.isc_splits, seed=cfg.seed),
         M.IS_REAL_PAPER: M.inception_score_paper(f_train[layer_is]),
@@ -147,6 +214,9 @@ def class_metrics(f_syn: dict, f_train: dict, f_test: dict | None, layer_fid: st
     if f_test is not None and len(f_test[layer_fid]) >= 2:  # paper §6.1: Testing vs Training, the floor
         out[M.FID_REAL_FLOOR] = M.fid(f_test[layer_fid], r)
         out[M.KID_REAL_FLOOR] = M.kid(f_test[layer_fid], r, **kid_args)
+    if f_test_resampled is not None and len(f_test_resampled[layer_fid]) >= 2:  # same images, resized as generated
+        out[M.FID_REAL_FLOOR_RESAMPLED] = M.fid(f_test_resampled[layer_fid], r)
+        out[M.KID_REAL_FLOOR_RESAMPLED] = M.kid(f_test_resampled[layer_fid], r, **kid_args)
     return out
 
 
@@ -160,6 +230,7 @@ def summarise(per_class: dict[str, Any]) -> dict[str, Any]:
     return {
         "fid_mean": mean(r[M.FID] for r in per_class.values()),
         "fid_real_floor_mean": mean(r[M.FID_REAL_FLOOR] for r in per_class.values()),
+        "fid_real_floor_resampled_mean": mean(r.get(M.FID_REAL_FLOOR_RESAMPLED) for r in per_class.values()),
         "kid_mean": mean(r[M.KID]["mean"] for r in per_class.values()),
         "is_generated_mean": mean(r[M.IS_GENERATED]["mean"] for r in per_class.values()),
         "memorised_share": copies / n_syn if n_syn else 0.0,

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from synthmri.data.dedup_engines import thumbnail
 from synthmri.data.images import ImageError, read_gray, sha256_file
-from synthmri.fidelity import weights as W
+from synthmri import pretrained as W
 from synthmri.io import atomic_path, parallel_map, progress
 
 INCEPTION = "inception-v3-compat"  # torch-fidelity's FID Inception

@@ -24,13 +24,15 @@ from torch_fidelity.metric_prc import prc_features_to_metric, KEY_METRIC_PRECISI
 
 # metric names of metrics/fidelity.json (per class)
 FID = "fid"
-FID_REAL_FLOOR = "fid_real_floor"
+FID_REAL_FLOOR = "fid_real_floor"  # Testing vs Training (paper's notebooks: real-vs-real)
+FID_REAL_FLOOR_RESAMPLED = "fid_real_floor_resampled"  # Testing, resampled as generated images are, vs Training
 IS_REAL = "is_real"
 IS_GENERATED = "is_generated"
 IS_REAL_PAPER = "is_real_paper_formula"
 IS_GENERATED_PAPER = "is_generated_paper_formula"
 KID = "kid"
 KID_REAL_FLOOR = "kid_real_floor"
+KID_REAL_FLOOR_RESAMPLED = "kid_real_floor_resampled"
 PRECISION = "precision"
 RECALL = "recall"
 MEMORISED_SHARE = "memorised_share"

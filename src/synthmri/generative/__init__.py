@@ -2,5 +2,5 @@
 
 `train.train_generator` trains one class from the preprocess manifest (checkpoints, resume, dvclive,
 DDP); `sample.generate` writes its synthetic images. `config` holds the typed params; `registry`
-maps `generator.kind` to a model; `runtime` is the one place for device, precision and seeds.
+maps `generator.kind` to a model; device, precision and seeds come from `synthmri.runtime`.
 """

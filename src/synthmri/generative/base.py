@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from synthmri.generative.config import GeneratorParams
-from synthmri.generative.runtime import Dist, autocast, autocast_dtype
+from synthmri.runtime import Dist, autocast, autocast_dtype
 
 
 class GeneratorModel:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from synthmri.data.images import ImageError, read_gray
 from synthmri.generative.config import GeneratorParams
-from synthmri.generative.runtime import derive_seed
+from synthmri.runtime import derive_seed
 from synthmri.io import parallel_map
 
 REQUIRED = ("split", "class", "plane", "status", "out_path")

@@ -23,7 +23,7 @@ from synthmri.data.images import write_png
 from synthmri.generative import checkpoint as ckpt
 from synthmri.generative.config import GenerateParams
 from synthmri.generative.registry import get_kind
-from synthmri.generative.runtime import derive_seed, resolve_device, set_threads
+from synthmri.runtime import derive_seed, resolve_device, set_threads
 from synthmri.io import atomic_path, progress, write_table
 
 MANIFEST = "manifest.csv"

@@ -27,7 +27,7 @@ from synthmri.generative.base import GeneratorModel
 from synthmri.generative.config import GeneratorParams
 from synthmri.generative.data import counts, load_images, select
 from synthmri.generative.registry import get_kind
-from synthmri.generative.runtime import (
+from synthmri.runtime import (
     Dist,
     all_mean,
     derive_seed,

@@ -1,4 +1,5 @@
-"""The one place for device, precision, seeds and torch.distributed of the generator stages.
+"""The one place for device, precision, seeds and torch.distributed: every stage that runs a network
+(train_generator, generate, fidelity, classify, ratio) resolves them here.
 
 Randomness during training comes from generators seeded per (seed, epoch, stream, rank), so a run
 resumed at an epoch boundary draws exactly what an uninterrupted run draws; the global torch, numpy
