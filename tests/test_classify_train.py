@@ -159,6 +159,25 @@ def test_pretrained_weights_come_only_from_checked_files(tmp_path, monkeypatch):
     assert net.classifier[1].out_features == 4
 
 
+def test_scenario_metrics_record_the_weights_they_loaded(tmp_path, monkeypatch, images):
+    """The stage's metrics name the file, its full digest and how far it was verified (issue 9 §3)."""
+    from synthmri import pretrained
+    import torchvision
+
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), tmp_path / "mobilenet_v2-own.pth")
+    digest = pretrained.sha256_of(tmp_path / "mobilenet_v2-own.pth")
+    entry = pretrained.get("mobilenet_v2")
+    monkeypatch.setitem(pretrained.REGISTRY, "mobilenet_v2",
+                        pretrained.WeightsFile(entry.name, "mobilenet_v2-own.pth", entry.url, digest, entry.used_by))
+    cfg = cfg_for(model={"arch": "mobilenet_v2", "pretrained": True, "trainable": "all", "weights_dir": str(tmp_path)})
+    metrics, _ = run_scenario("t", ScenarioParams(real=2), cfg, images[0], CLASSES)
+    assert metrics["weights"] == {"path": (tmp_path / "mobilenet_v2-own.pth").as_posix(), "sha256": digest,
+                                  "bytes": (tmp_path / "mobilenet_v2-own.pth").stat().st_size,
+                                  "verified": "sha256", "registry": "mobilenet_v2"}
+    metrics, _ = run_scenario("t", ScenarioParams(real=2), cfg_for(), images[0], CLASSES)
+    assert metrics["weights"] is None  # random weights: nothing loaded, and `pretrained: false` says so
+
+
 def test_vgg19_trains_only_block5_conv2_to_4_and_the_head():
     net = build_model(ModelParams(arch="vgg19", pretrained=False, trainable="paper"), 4, 64)
     trainable = {n.split(".")[1] for n, p in net.named_parameters() if p.requires_grad and n.startswith("features.")}

@@ -16,6 +16,7 @@ from synthmri.fidelity.commands import fidelity_cmd
 from synthmri.fidelity.config import FidelityParams, MemorisationParams, load_fidelity
 from synthmri.fidelity.evaluate import Resample, evaluate, resample_like_generated
 from synthmri.fidelity.features import extract, load_images
+from synthmri import pretrained as W
 from synthmri.pretrained import MissingWeightsError
 from synthmri.params import ParamsError
 from tests.test_fidelity_metrics import TINY, blobs, fid_reference, tiny_extractor, tiny_weights
@@ -78,6 +79,10 @@ def test_stage_writes_metrics_plots_and_reuses_real_features(tmp_path):
     assert out["notumor"]["memorisation"]["pixel"]["near_copies"] == 0
     assert out["summary"]["fid_mean"] == pytest.approx(np.mean([out[c][M.FID] for c in CLASSES]))
     assert out["summary"]["memorised_share"] == pytest.approx(1 / 15)
+    # a weights file outside the registry is recorded by its digest, never taken for a published file
+    tiny = tmp_path / "tiny.pth"
+    assert out["extractor"]["weights_file"] == {"path": tiny.as_posix(), "sha256": W.sha256_of(tiny),
+                                                "bytes": tiny.stat().st_size, "verified": "none", "registry": None}
     assert json.loads((tmp_path / "fidelity.json").read_text())["summary"] == out["summary"]
     assert out["feature_cache"] == {"hits": 0, "misses": 4}  # train and test of two classes
 

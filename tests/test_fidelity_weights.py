@@ -128,8 +128,10 @@ def test_a_user_supplied_file_is_loaded_with_its_digest_recorded_never_as_verifi
     own = tmp_path / "my-finetuned-inception.pth"
     own.write_bytes(payload)
     with pytest.warns(W.UnpinnedWeightsWarning, match="a user-supplied file: its digest is recorded"):
-        state, digest = W.load_checked(own)
-    assert digest == hashlib.sha256(payload).hexdigest() and torch.equal(state["w"], torch.ones(2))
+        state, checked = W.load(own)
+    assert torch.equal(state["w"], torch.ones(2))
+    assert checked.record() == {"path": own.as_posix(), "sha256": hashlib.sha256(payload).hexdigest(),
+                                "bytes": len(payload), "verified": "none", "registry": None}
     assert W.check(own).verified == "none"
 
 

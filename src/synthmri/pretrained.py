@@ -227,11 +227,6 @@ def load_registered(name: str, weights_dir: str | os.PathLike = DEFAULT_DIR) -> 
     return load(weights_path(name, weights_dir), entry)
 
 
-def load_checked(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    """`load` with the file's sha256 alone (what fidelity's extractor records)."""
-    state, checked = load(path)
-    return state, checked.sha256
-
 
 # ---- fetch: the only network access, on request ----------------------------------------------------
 

@@ -16,7 +16,9 @@ from synthmri.classify import stats as S
 from synthmri.classify.config import ClassifyParams, ScenarioParams
 from synthmri.classify.data import NORM_IMAGENET, NORM_NO_MEAN, DeviceData, ImageSet, check_plan
 from synthmri.classify.mixtures import Plan, plan_mixture
+from synthmri.classify.models import weights_path
 from synthmri.classify.train import fit, label_order, new_model, open_live, predict
+from synthmri import pretrained
 from synthmri.runtime import resolve_device, set_threads
 
 PHASE_MAIN, PHASE_BEFORE, PHASE_AFTER = "", "before", "after"
@@ -111,6 +113,8 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
     metrics: dict = {
         "scenario": name, "group": scen.group, "label": scen.label, "note": scen.note,
         "arch": cfg.model.arch, "pretrained": cfg.model.pretrained, "paper_as_coded": cfg.paper_as_coded,
+        # what was loaded: path, full sha256, bytes, and how far it is verified (pretrained.Checked)
+        "weights": pretrained.check(weights_path(cfg.model)).record() if cfg.model.pretrained else None,
         "device": str(device), "seeds": list(plans), "test_images": len(test_paths),
         "train_counts": first_plan.counts, "train_images": first_plan.size,
         "excluded_from_pools": dict(Counter(e["reason"] for e in images.pools_for(cfg.drop_test_copies).excluded)),

@@ -145,7 +145,8 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
         "extractor": {"name": extractor.name, "weights": "random (Kaiming-normal, seed "
                       f"{cfg.weights_seed}): demo numbers, comparable with nothing" if cfg.random_weights else cfg.weights,
                       "random_weights": cfg.random_weights,  # the report's and summary's banner reads this
-                      "weights_sha256": extractor.weights_sha256, "layers": extractor.layers, "device": device.type},
+                      "weights_sha256": extractor.weights_sha256, "layers": extractor.layers, "device": device.type,
+                      "weights_file": extractor.weights_file},  # full digest, and verified: sha256 | prefix | none
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},  # params.yaml holds the settings
     }
     write_json(out_json, out)

@@ -108,6 +108,7 @@ class Extractor:
     weights_sha256: str  # the weights file's digest (random weights: digest of the tensors)
     device: torch.device
     layers: dict[str, str]  # metric (fid, isc, kid, prc) -> feature layer
+    weights_file: dict | None = None  # pretrained.Checked.record() of the file loaded; None for random weights
 
     @property
     def feature_layers(self) -> list[str]:
@@ -138,17 +139,18 @@ def build_extractor(device: torch.device, *, weights: str | os.PathLike | None =
         if name != INCEPTION:
             raise ValueError(f"random weights exist only for {INCEPTION}, not {name!r}")
         state = W.random_inception_state_dict(random_seed)
-        digest = _tensors_digest(state)
+        digest, record = _tensors_digest(state), None
         module = _create_from_state(create_feature_extractor, name, layers, state)
     else:
         if weights is None:
             raise ValueError("a weights file is needed (nothing is downloaded at run time)")
-        state, digest = W.load_checked(weights)  # existence, sha256 and a safe read
+        state, checked = W.load(weights)  # existence, sha256 (full, prefix, or recorded only) and a safe read
         del state
+        digest, record = checked.sha256, checked.record()
         module = create_feature_extractor(name, sorted(set(layers.values())), cuda=False, verbose=False,
                                           feature_extractor_weights_path=str(weights))
     module = module.to(device).eval()
-    return Extractor(module, name, digest, device, layers)
+    return Extractor(module, name, digest, device, layers, record)
 
 
 def _create_from_state(create, name, layers, state):
