@@ -4,6 +4,7 @@ calls one function, and writes its metrics; the work lives in the modules it cal
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -278,6 +279,24 @@ def summary(
     from synthmri.summary import print_summary
 
     _run(print_summary, metrics_dir, P.read_params(params))
+
+
+@app.command()
+def check(
+    params: ParamsOpt = Path("params.yaml"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the checks to this JSON file")] = None,
+):
+    """Preflight, in seconds: params, raw data, pretrained weights, device, disk, projected wall time.
+    Exits 1 when a check fails; run it before a long `dvc repro`."""
+    from synthmri.preflight import report as render
+    from synthmri.preflight import run_checks, to_json
+
+    checks = run_checks(params)
+    text, code = render(checks)
+    print(text)
+    if json_out is not None:
+        json_out.write_text(json.dumps(to_json(checks), indent=2) + "\n")
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":
