@@ -72,3 +72,41 @@ def test_two_gloo_processes_end_with_identical_replicas(tmp_path):
         assert "train/loss" in r0[kind] or "train/loss_d" in r0[kind]
         assert (tmp_path / f"live_{kind}" / "metrics.json").is_file()
     assert not (tmp_path / "odd" / MODEL_FILE).exists()
+
+
+def test_dvc_yaml_cmd_with_a_torchrun_launch_trains_on_two_processes(tmp_path, venv_env):
+    """generator.train.launch puts torchrun inside the stage's cmd: the cmd dvc.yaml declares, interpolated
+    as DVC does, runs two CPU processes and writes one model (rank 0) and its metrics."""
+    import re
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import ROOT
+    from tests.test_generative_train import tiny
+
+    make_manifest(tmp_path, {"axial": 8, "coronal": 8, "sagittal": 8})
+    launch = "torchrun --standalone --nproc_per_node 2 --no-python"
+    gen = tiny("ddpm", ddpm={"epochs": 1})
+    gen["train"] = {**gen["train"], "launch": launch, "threads": 1}
+    params = {"generator": gen, "data": {"classes": ["glioma", "meningioma", "notumor", "pituitary"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_generator"]["do"]["cmd"]
+    values = {"generator.train.launch": launch, "item": "glioma"}
+    cmd = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], cmd)
+    assert cmd.startswith(launch + " synthmri train-generator ")
+    proc = subprocess.run(cmd.replace("data/processed/manifest.csv", str(tmp_path / "manifest.csv")), shell=True,
+                          cwd=tmp_path, env=venv_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metrics = json.loads((tmp_path / "metrics/generator/glioma.json").read_text())
+    assert metrics["world_size"] == 2
+    model, _ = load_generator_model(tmp_path / "models/generators/glioma", torch.device("cpu"))
+    assert tensors_sha256(model.state_tensors()) == metrics["weights_sha256"]
+
+
+def test_launch_accepts_only_a_torchrun_prefix():
+    from synthmri.params import ParamsError
+
+    for bad in ("python -m x", "torchrun --nproc_per_node 2", "torchrun --no-python; rm -rf /"):
+        with pytest.raises(ParamsError, match="generator.train.launch: must be empty or a torchrun prefix"):
+            load_generator({"train": {"launch": bad}})

@@ -164,7 +164,8 @@ def train_generator(
 ):
     """Train one class's generator (DDPM or DCGAN: `generator.kind`); resumes from its last checkpoint.
 
-    The same command runs on N GPUs under `torchrun --nproc_per_node N -m synthmri.cli train-generator ...`.
+    On N GPUs: `torchrun --standalone --nproc_per_node N --no-python synthmri train-generator ...` (the stage
+    does this when `generator.train.launch` is set).
     """
     from synthmri.generative.commands import train_generator_cmd
 

@@ -30,8 +30,15 @@ class LoopParams:
     compile: bool = False  # torch.compile the networks (CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N; under torchrun each process takes its LOCAL_RANK GPU
     threads: int = 0  # CPU threads of torch (intra-op); 0 = torch's default (all cores)
+    # dvc.yaml puts this before `synthmri train-generator`: "" = one process; several GPUs:
+    # "torchrun --standalone --nproc_per_node 4 --no-python" (DDP). Part of the cmd, so a change reruns training.
+    launch: str = ""
 
     def __post_init__(self):
+        _check(self.launch == "" or (self.launch.split()[0] == "torchrun" and "--no-python" in self.launch.split()
+                                     and not set(self.launch) & set(";|&`$<>\\\n")),
+               "generator.train.launch", f"must be empty or a torchrun prefix with --no-python, e.g. "
+               f"'torchrun --standalone --nproc_per_node 4 --no-python'; got {self.launch!r}")
         _check(self.checkpoint_every >= 1, "generator.train.checkpoint_every", "must be >= 1")
         _check(self.log_every >= 1, "generator.train.log_every", "must be >= 1")
         _check(0 <= self.sample_grid <= 256, "generator.train.sample_grid", "must be in [0, 256]")
