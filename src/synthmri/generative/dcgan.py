@@ -1,4 +1,4 @@
-"""DCGAN as in the related projects (seeds 003/004): 64x64, Adam 2e-4 (beta1 0.5), batch 128, BCE.
+"""DCGAN as in the two DCGAN studies (docs/studies.md): 64x64, Adam 2e-4 (beta1 0.5), batch 128, BCE.
 
 Generator: a linear projection of the latent to a 4x4 map, then four stride-2 transposed
 convolutions (batch norm + ReLU, Tanh out). Discriminator: four stride-2 convolutions (LeakyReLU 0.2,
