@@ -1,5 +1,5 @@
-"""Classifier registry: VGG-19 as the paper's code built it, and the related projects' ResNet50,
-ResNet152 and MobileNetV2. ImageNet weights are registry files under models/pretrained/, read through
+"""Classifier registry: VGG-19 as the paper's code built it, and the related studies' ResNet50,
+ResNet152 and MobileNetV2 (docs/studies.md). ImageNet weights are registry files under models/pretrained/, read through
 `synthmri.pretrained` (full sha256 checked, tensors only), never downloaded here."""
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Discriminator(nn.Module):
         return self.head(self.body(x)).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probability that `x` is real (the sigmoid output of the related projects)."""
+        """Probability that `x` is real (the sigmoid output of the DCGAN studies)."""
         return torch.sigmoid(self.logit(x))
 
 
