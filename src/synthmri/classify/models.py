@@ -1,6 +1,6 @@
 """Classifier registry: VGG-19 as the paper's code built it, and the related studies' ResNet50,
-ResNet152 and MobileNetV2 (docs/studies.md). ImageNet weights are registry files under models/pretrained/, read through
-`synthmri.pretrained` (full sha256 checked, tensors only), never downloaded here."""
+ResNet152 and MobileNetV2 (docs/studies.md). ImageNet weights are registry files under models/pretrained/,
+read through `synthmri.pretrained` (full sha256 checked, tensors only), never downloaded here."""
 
 from __future__ import annotations
 
