@@ -2,7 +2,7 @@
 
 Most tests use `TinyExtractor`, a small torch-fidelity feature extractor registered under its own
 name (fast, well-conditioned 16-d features); one test runs torch-fidelity's real Inception
-architecture with seeded Kaiming-normal weights saved to a file (FACTS.md), on a handful of images.
+architecture with seeded Kaiming-normal weights saved to a file (PyTorch's default init is degenerate), on a handful of images.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ from synthmri.params import ParamsError
 def test_defaults_are_the_papers_settings():
     cfg = load_generator(None)
     assert cfg.kind == "ddpm" and cfg.seed == 33 and cfg.val_fraction == 0.2 and cfg.plane_balance
-    d = cfg.ddpm  # PAPER_CODE.md "DDPM"
+    d = cfg.ddpm  # docs/paper_as_coded.md, "DDPM"
     assert (d.image_size, d.epochs, d.batch_size, d.lr, d.timesteps) == (128, 750, 16, 2.5e-5, 1000)
     assert d.channels == (128, 256, 256) and d.attention_levels == (False, True, True)
     assert (d.num_res_blocks, d.num_head_channels) == (1, 128)
-    g = cfg.dcgan  # seed 004
+    g = cfg.dcgan  # the DCGAN 64x64 study
     assert (g.image_size, g.epochs, g.batch_size, g.lr, g.beta1) == (64, 25, 128, 2e-4, 0.5)
     gen = load_generate({})
     assert (gen.n_per_class, gen.out_size, gen.sampler, gen.paper_as_coded) == (600, 256, "ddpm", False)

@@ -1,4 +1,4 @@
-"""Rules of evidence (ARCHITECTURE.md; issue 9 §1): no test information reaches a model or a test input.
+"""Rules of evidence (issue 9 §1): no test information reaches a model or a test input.
 
 On a tiny demo dataset run through the real stage functions (ingest -> audit -> dedup -> preprocess):
 - relabelling every Testing image in the manifest preprocess reads leaves every processed Testing

@@ -127,7 +127,7 @@ class BalanceParams:
     min: int = 700  # each listed class keeps randint(min, max) images (paper §4.2; code: seed 10)
     max: int = 900
     # explicit {class: images} overriding the draw for the classes it names: the paper's Table 2
-    # (867/802/721) comes out of no seeded draw we can rerun (PAPER_CODE.md), so its profiles say it
+    # (867/802/721) comes out of no seeded draw we can rerun (docs/paper_as_coded.md), so its profiles say it
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -181,7 +181,7 @@ class PreprocessParams:
     histmatch: HistMatchParams = field(default_factory=HistMatchParams)
     n4: bool = False  # N4 bias-field correction (SimpleITK); paper §4.5 found it unnecessary
     # resize_first: resize -> rotate -> CLAHE at the output size; resize_last: the paper's code,
-    # rotate -> CLAHE at the native size -> resize (PAPER_CODE.md "Data and preprocessing")
+    # rotate -> CLAHE at the native size -> resize (docs/paper_as_coded.md, "Data and preprocessing")
     order: Literal["resize_first", "resize_last"] = "resize_first"
     # auto: area when shrinking, bicubic when growing; bilinear: cv2.resize's default (paper's code)
     resize_interpolation: Literal["auto", "bilinear", "bicubic", "area"] = "auto"

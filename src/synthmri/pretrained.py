@@ -279,7 +279,7 @@ def random_inception_state_dict(seed: int) -> dict[str, torch.Tensor]:
     """torch-fidelity's Inception architecture with seeded random weights, as a state dict.
 
     PyTorch's default init makes degenerate features (IS 1, FID ~0 between different sets); a
-    Kaiming-normal init of the convolutions gives usable numbers (FACTS.md). The network is built by
+    Kaiming-normal init of the convolutions gives usable numbers (seen with torch-fidelity 0.4.0). The network is built by
     torch-fidelity's own class, so the keys and shapes are exactly those its loader expects.
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -2,7 +2,7 @@
 (paper §6), paired tests against the baseline, and figures like Figures 11-17.
 
 Every reference number says where it comes from: **paper** (its tables and §6 text) or **notebooks**
-(the study's code outputs, PAPER_CODE.md, never printed in the paper: the real-vs-real FID floors,
+(the study's code outputs, docs/paper_as_coded.md, never printed in the paper: the real-vs-real FID floors,
 KID, the mini-classification and per-seed accuracies). Whether our numbers compare with anything is
 read from the metrics files (random Inception or random classifier weights), not from the profile.
 """
@@ -59,7 +59,7 @@ PAPER_CLASSWISE = [
     (("s4_600",), "meningioma", "precision", 0.81, "S4 +600: increased to 0.81"),
     (("s4_600",), "meningioma", "recall", 0.81, "S4 +600: increased to 0.81"),
 ]
-# ---- the notebooks' numbers (PAPER_CODE.md), not in the paper
+# ---- the notebooks' numbers (docs/paper_as_coded.md), not in the paper
 NOTEBOOK_FID_FLOOR = {"glioma": 48.28, "meningioma": 58.93, "pituitary": 45.33, "notumor": 41.02}  # Testing vs Training
 NOTEBOOK_KID = {"glioma": (0.0457, 0.0059), "meningioma": (0.0357, 0.0044), "pituitary": (0.0738, 0.0067),
                 "notumor": (0.0424, 0.0044)}  # generated vs Training, torch-fidelity, kid_subset_size 92
@@ -191,7 +191,7 @@ def _fidelity_tables(fidelity: Any) -> list[str]:
            _row(f"ours: real Testing resized {rs_label} as generated images are, vs Training (floor for generated images)",
                 ours(FM.FID_REAL_FLOOR_RESAMPLED)), "",
            "A generated set can at best reach the resampled floor: its images went through the same two resizes. "
-           "The paper's FID used Keras InceptionV3 features and its floors come from its notebooks (PAPER_CODE.md), "
+           "The paper's FID used Keras InceptionV3 features and its floors come from its notebooks (docs/paper_as_coded.md), "
            "so they are not comparable with torch-fidelity's Inception values here; compare each row with its floor.",
            "", "## KID per class (generated vs Training; beyond the paper's text)", "", *head,
            _row("notebooks: generated vs Training (torch-fidelity, subset size 92)",
@@ -210,10 +210,10 @@ def _fidelity_tables(fidelity: Any) -> list[str]:
                          if isinstance(b, dict) and isinstance(b.get("mean"), (int, float)) else "—")
         return cells + ["—"]
 
-    to_std = lambda v: v ** math.log(2)  # noqa: E731 - undo the paper's 1/ln 2 exponent (PAPER_CODE.md)
+    to_std = lambda v: v ** math.log(2)  # noqa: E731 - undo the paper's 1/ln 2 exponent (docs/paper_as_coded.md)
     out += ["## Table 4: Inception Score, real (Training) and generated", "",
             "The paper's code took the KL divergence in bits (`entropy(..., base=2)`) and then `exp`, on one split: "
-            "its IS is the standard IS raised to 1/ln 2 ≈ 1.44 (PAPER_CODE.md). Rows marked **paper's formula** apply "
+            "its IS is the standard IS raised to 1/ln 2 ≈ 1.44 (docs/paper_as_coded.md). Rows marked **paper's formula** apply "
             "that formula to our logits and compare with the paper's numbers; rows marked **standard IS** are "
             "torch-fidelity's (natural log, mean ± std over splits); the paper's values converted to the standard "
             "one-split IS (value^ln 2) are shown for reference.", "", *head,
@@ -263,7 +263,7 @@ def _scenario_table(metrics: dict[str, dict], paired: dict[str, dict]) -> list[s
         out.append(f"| {name} | {m.get('group', '')} | {m.get('label', '')} | {real} | {syn} | {_pm(m, S.ACCURACY)} | "
                    f"{_ci(m[S.ACCURACY])} | {_pm(m, S.MACRO_F1)} | {_ci(m[S.MACRO_F1])} | {mc} | "
                    f"{_paper(PAPER_ACCURACY.get(name))} | {_notebooks(name)} |")
-    return out + ["", "Notebooks accuracies are the study's code outputs (PAPER_CODE.md): mean ± std over seeds for "
+    return out + ["", "Notebooks accuracies are the study's code outputs (docs/paper_as_coded.md): mean ± std over seeds for "
                       "the mini-classification (the paper shows only Figure 17), per seed (33 / 66 / 99) elsewhere.", ""]
 
 

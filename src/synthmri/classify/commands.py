@@ -50,7 +50,7 @@ def classify_cmd(scenario: str, processed_manifest: Path, synthetic_dir: Path | 
 
 def ratio_cmd(processed_manifest: Path, synthetic_dir: Path | None, out_dir: Path, params_path: Path = Path("params.yaml"),
               live_dir: Path | None = None, baseline_dir: Path | None = None, plot_csv: Path | None = None) -> dict[str, Any]:
-    """The top-level `ratio`: all real images plus int(ratio x real) synthetic ones per class (seed 001's sweep).
+    """The top-level `ratio`: all real images plus int(ratio x real) synthetic ones per class (the SD-Turbo study's sweep).
 
     With `baseline_dir` (the baseline scenario's out_dir), adds an exact McNemar test per seed against it.
     """

@@ -1,8 +1,8 @@
 """Typed params of the classification stages: section `classify` and the top-level `ratio`.
 
-Defaults are the paper's classifier (paper §5.2.1; PAPER_CODE.md "Classifier") with the slips of its
+Defaults are the paper's classifier (paper §5.2.1; docs/paper_as_coded.md, "Classifier") with the slips of its
 code corrected; the as-coded profile sets each slip's param (`paper_as_coded`, `draw_seed`,
-`drop_test_copies`, the S2/S3/S5 entries). Scenarios are data (ARCHITECTURE.md): each entry says, per
+`drop_test_copies`, the S2/S3/S5 entries). Scenarios are data (README, "Classification scenarios"): each entry says, per
 class, how many real and how many synthetic training images to draw, and whether to fine-tune after a
 first training phase.
 
@@ -190,7 +190,7 @@ def _check_seed(value: Any, key: str, *, train_ok: bool = False) -> None:
 
 
 def load_ratio(value: Any) -> float:
-    """The top-level `ratio`: synthetic images per real image, every class (seed 001's sweep)."""
+    """The top-level `ratio`: synthetic images per real image, every class (the SD-Turbo study's sweep)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParamsError(f"ratio: expected a number >= 0 (synthetic images per real image), got {value!r}")
     if value < 0:

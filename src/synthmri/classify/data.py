@@ -74,7 +74,7 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
 
     A kept Training row whose source file (sha256) or decoded pixels equal a Testing image's is left
     out of `pools` with a reason (`pools.excluded`), so no scenario can draw it (paper §4.1). The paper's
-    code never compared Training with Testing (PAPER_CODE.md), so `pools_keeping_copies` holds them in
+    code never compared Training with Testing (docs/paper_as_coded.md), so `pools_keeping_copies` holds them in
     their place, listed in `kept_test_copies`, for `classify.drop_test_copies: false`. A synthetic image
     identical to a test image is left out of both.
     """
@@ -160,7 +160,7 @@ class DeviceData:
             std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
             if self.normalize == NORM_IMAGENET:
                 x = x - torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-            # NORM_NO_MEAN, paper's code (PAPER_CODE.md "Classifier"): raw 0-255 into Keras' caffe-style VGG-19,
+            # NORM_NO_MEAN, paper's code (docs/paper_as_coded.md, "Classifier"): raw 0-255 into Keras' caffe-style VGG-19,
             # whose weights expect the ImageNet mean subtracted at that scale. The same slip on torchvision
             # weights: their scale (/255, /std), no mean subtraction; raw 0-255 here would also be ~58x too large.
             x = x / std

@@ -1,8 +1,8 @@
-"""Scenario entries -> exact, seeded per-class lists of training files (ARCHITECTURE.md "Scenarios are data").
+"""Scenario entries -> exact, seeded per-class lists of training files (README, "Classification scenarios").
 
 Pure functions over `Pools` (what is available); data.py fills the pools from the processed manifest
 and the generators' folders, and leaves out of them the training images that copy a test image unless
-`classify.drop_test_copies` is false (the paper as coded, PAPER_CODE.md: 103 Testing images had a
+`classify.drop_test_copies` is false (the paper as coded, docs/paper_as_coded.md: 103 Testing images had a
 Training copy); then those copies are listed in `Pools.kept_test_copies`, the only test-image copies
 the leakage check lets through, and counted.
 """

@@ -1,6 +1,6 @@
-"""Classifier registry: VGG-19 as the paper's code built it, and the related projects' ResNet50,
-ResNet152 and MobileNetV2. ImageNet weights are registry files under models/pretrained/, read through
-`synthmri.pretrained` (full sha256 checked, tensors only), never downloaded here."""
+"""Classifier registry: VGG-19 as the paper's code built it, and the related studies' ResNet50,
+ResNet152 and MobileNetV2 (docs/studies.md). ImageNet weights are registry files under models/pretrained/,
+read through `synthmri.pretrained` (full sha256 checked, tensors only), never downloaded here."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def _loader(net: nn.Module, drop: tuple[str, ...]):
 ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
     "vgg19": _vgg19,
     "resnet50": _resnet(torchvision.models.resnet50),
-    "resnet152": _resnet(torchvision.models.resnet152),  # seed 003 used Keras ResNet152V2; torchvision has v1
+    "resnet152": _resnet(torchvision.models.resnet152),  # the tumour-vs-normal study used Keras ResNet152V2; torchvision has v1
     "mobilenet_v2": _mobilenet_v2,
 }
 

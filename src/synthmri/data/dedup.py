@@ -2,7 +2,7 @@
 
 The paper ran difPy on each split alone ('duplicates': MSE 0 on 50 px thumbnails) and removed 207
 Training and 30 Testing images; it never compared the splits, and 103 of its 1,311 Testing images are
-byte-identical to Training images (PAPER_CODE.md). Here the engine that finds the pairs is a choice
+byte-identical to Training images (docs/paper_as_coded.md). Here the engine that finds the pairs is a choice
 (`dedup.engine`: `fast`, our exact implementation of difPy's criterion, or `difpy` itself, bugs and
 all), and `dedup.compare_engines` runs both so the metrics show how much difPy's bugs move the counts.
 

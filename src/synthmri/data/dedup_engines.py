@@ -369,7 +369,7 @@ _DIFPY_EXTENSIONS = frozenset(
 
 
 def difpy_engine(paths: list[str], splits: list[str], crit: Criterion, workers: int | None) -> EngineResult:
-    """difPy 4.2.1's build + search, once per split as the paper did (paper §4.1; PAPER_CODE.md), and
+    """difPy 4.2.1's build + search, once per split as the paper did (paper §4.1; docs/paper_as_coded.md), and
     once on both splits together for the cross-split pairs the paper never looked for.
 
     Each run sees a temporary folder of symlinks named by row number, passed as a sorted file list:

@@ -427,7 +427,7 @@ def _originals(cfg: DemoParams, split: str, cls: str, n: int) -> list[_File]:
 
 def _mse50(a: np.ndarray, b: np.ndarray) -> float:
     """MSE between the 50 x 50 bicubic RGB thumbnails difPy compares (paper §4.1), in float: difPy's
-    own uint8 arithmetic wraps around (FACTS.md), which only matters for differences >= 16."""
+    own uint8 arithmetic wraps around (docs/paper_as_coded.md), which only matters for differences >= 16."""
     thumb = lambda x: np.asarray(Image.fromarray(x).convert("RGB").resize((50, 50), Image.Resampling.BICUBIC), float)  # noqa: E731
     return float(np.mean((thumb(a) - thumb(b)) ** 2))
 
@@ -465,7 +465,7 @@ def _pick(rng: np.random.Generator, pool: list[_File], k: int) -> list[_File]:
 
 
 def _plant(cfg: DemoParams, classes: tuple[str, ...], train: dict, test: dict) -> dict[str, list[_File]]:
-    """Duplicates, leaks and broken files added to Training (paper §4.1; PAPER_CODE.md: 103 Testing
+    """Duplicates, leaks and broken files added to Training (paper §4.1; docs/paper_as_coded.md: 103 Testing
     images are byte-identical to Training images in the Kaggle set)."""
     extra: dict[str, list[_File]] = {c: [] for c in classes}
     for cls in classes:

@@ -35,7 +35,7 @@ INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "area
 def resize(img: np.ndarray, size: int, interpolation: str = "auto") -> np.ndarray:
     """To size x size (paper §4.2). "auto": INTER_AREA when shrinking both sides (it averages, no
     aliasing), bicubic when either side grows (INTER_AREA would degrade to nearest neighbour there).
-    "bilinear" is what the paper's code got from `cv2.resize` without a flag (PAPER_CODE.md)."""
+    "bilinear" is what the paper's code got from `cv2.resize` without a flag (docs/paper_as_coded.md)."""
     h, w = img.shape
     if (h, w) == (size, size):
         return img.copy()

@@ -1,7 +1,7 @@
 """Typed params of the `fidelity` stage (params.yaml section `fidelity`).
 
 Defaults follow the paper where it says something (KID subset size 92 as its code; paper §5.1.3,
-PAPER_CODE.md "Fidelity") and torch-fidelity's defaults elsewhere. Built with
+docs/paper_as_coded.md, "Fidelity") and torch-fidelity's defaults elsewhere. Built with
 `synthmri.params.build`, which refuses unknown keys and wrong types; the range checks name the key.
 """
 

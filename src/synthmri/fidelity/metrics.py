@@ -3,7 +3,7 @@
 Features arrive as float32 and are promoted to float64 first: FID's trace terms and KID's kernel
 sums cancel to small differences of large numbers, which float32 cannot hold to 1e-6 relative.
 
-Paper §5.1.3 and PAPER_CODE.md "Fidelity": the paper's FID used Keras's ImageNet InceptionV3
+Paper §5.1.3 and docs/paper_as_coded.md, "Fidelity": the paper's FID used Keras's ImageNet InceptionV3
 (`include_top=False, pooling='avg'`), not the FID Inception used here, so its FID values are not
 comparable with these; its formula is the standard one. Its IS took `entropy(..., base=2)` and then
 `exp`, on one split: every IS it reports is the true one-split IS raised to 1/ln 2.
@@ -77,7 +77,7 @@ def inception_score(logits: np.ndarray, *, splits: int, seed: int) -> dict:
 
 
 def inception_score_paper(logits: np.ndarray) -> float:
-    """The paper's code: one split, KL with `scipy.stats.entropy(..., base=2)`, then `exp` (PAPER_CODE.md).
+    """The paper's code: one split, KL with `scipy.stats.entropy(..., base=2)`, then `exp` (docs/paper_as_coded.md).
 
     Equals the one-split IS to the power 1/ln 2 (about 1.4427).
     """

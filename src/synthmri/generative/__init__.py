@@ -1,4 +1,4 @@
-"""Generators, one per class: DDPM with MONAI (paper §5.1) and DCGAN (seeds 003/004).
+"""Generators, one per class: DDPM with MONAI (paper §5.1) and DCGAN (the DCGAN studies, docs/studies.md).
 
 `train.train_generator` trains one class from the preprocess manifest (checkpoints, resume, dvclive,
 DDP); `sample.generate` writes its synthetic images. `config` holds the typed params; `registry`

@@ -1,7 +1,7 @@
 """Typed params of the generator stages: sections `generator` (training) and `generate` (sampling).
 
-Defaults are the paper's settings (paper §5.1; PAPER_CODE.md "DDPM") and, for DCGAN, the related
-project's (seed 004). Built with `synthmri.params.build`, which refuses unknown keys and wrong types;
+Defaults are the paper's settings (paper §5.1; docs/paper_as_coded.md, "DDPM") and, for DCGAN, the
+DCGAN 64x64 study's (docs/studies.md). Built with `synthmri.params.build`, which refuses unknown keys and wrong types;
 the range checks here name the key.
 """
 
@@ -96,14 +96,14 @@ class DDPMParams:
 
 @dataclass(frozen=True)
 class DCGANParams:
-    """DCGAN of the related project (seed 004): 4 transposed convs (BN, ReLU, Tanh) vs 4 convs (LeakyReLU, sigmoid)."""
+    """DCGAN of the DCGAN 64x64 study: 4 transposed convs (BN, ReLU, Tanh) vs 4 convs (LeakyReLU, sigmoid)."""
 
     image_size: int = 64  # a multiple of 16: four stride-2 layers
     epochs: int = 25
     batch_size: int = 128  # global batch, split over DDP processes
     lr: float = 2e-4  # Adam, both networks
     beta1: float = 0.5  # Adam beta1 (beta2 0.999)
-    latent: int = 128  # noise vector length (seed 004's code)
+    latent: int = 128  # noise vector length (the DCGAN 64x64 study's code)
     g_features: int = 64  # generator width at the last layer before the image
     d_features: int = 64  # discriminator width at its first layer
 

@@ -1,4 +1,4 @@
-"""DCGAN as in the related projects (seeds 003/004): 64x64, Adam 2e-4 (beta1 0.5), batch 128, BCE.
+"""DCGAN as in the two DCGAN studies (docs/studies.md): 64x64, Adam 2e-4 (beta1 0.5), batch 128, BCE.
 
 Generator: a linear projection of the latent to a 4x4 map, then four stride-2 transposed
 convolutions (batch norm + ReLU, Tanh out). Discriminator: four stride-2 convolutions (LeakyReLU 0.2,
@@ -63,7 +63,7 @@ class Discriminator(nn.Module):
         return self.head(self.body(x)).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probability that `x` is real (the sigmoid output of the related projects)."""
+        """Probability that `x` is real (the sigmoid output of the DCGAN studies)."""
         return torch.sigmoid(self.logit(x))
 
 

@@ -19,7 +19,7 @@ from synthmri.generative.config import DDPMParams, GeneratorParams
 
 
 def build_unet(p: DDPMParams) -> DiffusionModelUNet:
-    """The paper's UNet (PAPER_CODE.md "DDPM"), every width a param."""
+    """The paper's UNet (docs/paper_as_coded.md, "DDPM"), every width a param."""
     return DiffusionModelUNet(
         spatial_dims=2,
         in_channels=1,

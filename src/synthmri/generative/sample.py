@@ -4,7 +4,7 @@ Paper §5.1.3: 600 images per class, sampled at the training size (128) and resi
 samples keep the training images' orientation (they were decoded without a transpose) and are
 saved as single-channel lossless PNG. `paper_as_coded` reproduces what the paper's code saved:
 MONAI's PILReader transposed each image and the code rotated the samples by -90 degrees, which is a
-left-right mirror, and `plt.imsave` wrote lossy 3-channel JPEGs (PAPER_CODE.md).
+left-right mirror, and `plt.imsave` wrote lossy 3-channel JPEGs (docs/paper_as_coded.md).
 """
 
 from __future__ import annotations
