@@ -35,7 +35,7 @@ def _pattern(ci: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_set(root: Path, classes, train: int, test: int, synthetic: int, size: int) -> tuple[Path, Path]:
     """A processed-layout set (manifest + PNGs) and a synthetic folder, like the pipeline's."""
-    from synthmri.data.images import write_png
+    from synthmri.images import write_png
 
     rng = np.random.default_rng(0)
     rows = []

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from synthmri.data.dedup_engines import DIFPY_PAIRWISE_MAX, Criterion, fast_engine
-from synthmri.data.images import sha256_file
+from synthmri.images import sha256_file
 from synthmri.io import parallel_map
 from synthmri.params import DedupParams
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from synthmri import CLASSES
 from synthmri import params as P
-from synthmri.data.images import read_gray
+from synthmri.images import read_gray
 from synthmri.data.preprocess import preprocess
 from synthmri.io import default_workers, parallel_map, write_table
 

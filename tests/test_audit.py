@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from synthmri.cli import app
 from synthmri.data.audit import MANIFEST_COLUMNS, audit
-from synthmri.data.images import ImageError, sha256_file
+from synthmri.images import ImageError, sha256_file
 from synthmri.data.planes import FEATURES, PLANES, assign_planes, plane_features
 from synthmri.io import read_json, read_table
 from synthmri.params import AuditParams

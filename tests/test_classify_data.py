@@ -14,7 +14,7 @@ from synthmri import CLASSES
 from synthmri.classify.data import (IMAGENET_MEAN, IMAGENET_STD, NORM_IMAGENET, NORM_NO_MEAN, DeviceData, check_plan,
                                     load_images)
 from synthmri.classify.mixtures import LeakageError, Plan
-from synthmri.data.images import sha256_file, write_png
+from synthmri.images import sha256_file, write_png
 
 
 def pattern(cls_i: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_load_images_decodes_once_and_excludes_leaks(tiny):
     assert kept.excluded == [] and kept.test == images.pools.test and kept.synthetic == images.pools.synthetic
     # the decoded pixels are the file's pixels
     i = images.paths.index(images.pools.test[0][0])
-    from synthmri.data.images import read_gray
+    from synthmri.images import read_gray
     assert np.array_equal(images.pixels[i].numpy(), read_gray(images.pools.test[0][0]))
 
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from synthmri.cli import app
 from synthmri.data.dedup import REASON_CROSS, REASON_WITHIN, _keep_rank, dedup
-from synthmri.data.dedup_engines import Criterion, difpy_engine, fast_engine, near_pairs, thumbnail
-from synthmri.data.images import sha256_file
+from synthmri.data.dedup_engines import Criterion, difpy_engine, fast_engine, near_pairs
+from synthmri.images import sha256_file, thumbnail
 from synthmri.io import read_table
 from synthmri.params import DedupParams
 

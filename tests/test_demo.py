@@ -19,7 +19,7 @@ from synthmri import CLASSES
 from synthmri.cli import app
 from synthmri.data import demo
 from synthmri.data.demo import NUISANCES, TRUTH_COLUMNS, TRUTH_FILE, make_demo_dataset
-from synthmri.data.images import ImageError, read_gray, sha256_file
+from synthmri.images import ImageError, read_gray, sha256_file
 from synthmri.io import read_table
 from synthmri.params import DemoParams
 

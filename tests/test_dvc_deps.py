@@ -169,7 +169,7 @@ def test_the_closure_follows_function_local_and_package_imports():
     """The walk itself, on imports whose truth is known: `_run` and `ingest` import lazily."""
     closure = import_closure("ingest")
     assert {CLI, "src/synthmri/__init__.py", "src/synthmri/params.py", "src/synthmri/io.py",
-            "src/synthmri/data/__init__.py", "src/synthmri/data/ingest.py", "src/synthmri/data/images.py"} <= closure
+            "src/synthmri/data/__init__.py", "src/synthmri/data/ingest.py", "src/synthmri/images.py"} <= closure
     assert not any(f.startswith(("src/synthmri/classify/", "src/synthmri/generative/")) for f in closure)
     assert "src/synthmri/pretrained.py" in import_closure("classify")
     assert "src/synthmri/report_command.py" in import_closure("report")
@@ -203,6 +203,46 @@ def test_every_profile_keeps_its_weights_under_the_tracked_folder(profile, tmp_p
             f"profile {profile}: {key} = {path} lies outside {WEIGHTS_DIR}, which no stage depends on"
 
 
+# ---- the shape: stage packages stand on the ground floor only ------------------------------------------
+
+GROUND_FLOOR = frozenset(f"src/synthmri/{name}" for name in
+                         ("__init__.py", "params.py", "io.py", "runtime.py", "pretrained.py", "images.py"))
+STAGE_PACKAGES = ("data", "generative", "fidelity", "classify")  # cli.py, report*.py, summary.py, profiles.py aggregate
+
+
+def floor_violations(file: str, tree: ast.Module, allowed: str | None) -> list[str]:
+    """Each import statement in `file` that loads a synthmri file outside the ground floor and the `allowed` folder."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bad = sorted(f for f in _imported_files([node], file)
+                         if f not in GROUND_FLOOR and not (allowed and f.startswith(allowed)))
+            if bad:
+                out.append(f"{file}:{node.lineno}: `{ast.unparse(node)}` loads {', '.join(bad)}")
+    return out
+
+
+def test_stage_packages_import_only_the_ground_floor_and_themselves():
+    """Issue 9 §7: a stage package imports (at any depth of a function) only the ground floor and its own
+    files; a service two stages need moves down to the ground floor, which imports only itself."""
+    files = {f: f"src/synthmri/{pkg}/" for pkg in STAGE_PACKAGES
+             for f in sorted(p.relative_to(ROOT).as_posix() for p in (SRC / "synthmri" / pkg).rglob("*.py"))}
+    assert len(files) > 30 and all(any(f.startswith(d) for f in files) for d in set(files.values()))
+    files.update({f: None for f in sorted(GROUND_FLOOR)})
+    bad = [v for f, allowed in files.items() for v in floor_violations(f, _tree(f), allowed)]
+    assert not bad, "\n".join(bad)
+
+    # the check itself: a lazy import of another stage's module is caught, named with its line
+    probe = ast.parse("def resample():\n    from synthmri.generative.config import load_generate\n")
+    assert floor_violations("src/synthmri/fidelity/evaluate.py", probe, "src/synthmri/fidelity/") == [
+        "src/synthmri/fidelity/evaluate.py:2: `from synthmri.generative.config import load_generate` loads "
+        "src/synthmri/generative/__init__.py, src/synthmri/generative/config.py"]
+    relative = ast.parse("from ..data import dedup_engines\nfrom . import metrics\n")
+    assert floor_violations("src/synthmri/fidelity/features.py", relative, "src/synthmri/fidelity/") == [
+        "src/synthmri/fidelity/features.py:1: `from ..data import dedup_engines` loads "
+        "src/synthmri/data/__init__.py, src/synthmri/data/dedup_engines.py"]
+
+
 # ---- the real dvc CLI ---------------------------------------------------------------------------------
 
 
@@ -217,7 +257,7 @@ def test_dvc_status_marks_exactly_the_stages_that_import_an_edited_helper(tmp_pa
     """The data stages have run (a lock entry each): an edit must show on exactly those that import the
     file. Stages never run list every dep as modified, so for them this checks dvc.yaml's lists as DVC reads them."""
     repo = private_copy(demo_baseline, tmp_path / "repo")
-    edited = ("src/synthmri/data/images.py", "src/synthmri/data/planes.py", "src/synthmri/io.py")
+    edited = ("src/synthmri/images.py", "src/synthmri/data/planes.py", "src/synthmri/io.py")
     for rel in edited:
         with open(repo / rel, "a") as f:
             f.write("# an edit that changes no behaviour, but DVC cannot know that\n")
@@ -228,6 +268,6 @@ def test_dvc_status_marks_exactly_the_stages_that_import_an_edited_helper(tmp_pa
     for rel in edited:
         expected = {s for s in ran | set(status) if rel in closures[s.split("@")[0] + ("@*" if "@" in s else "")]}
         assert _modified(status, rel) == expected, rel
-    assert _modified(status, "src/synthmri/data/images.py") & ran == {"ingest", "audit", "dedup", "preprocess"}
+    assert _modified(status, "src/synthmri/images.py") & ran == {"ingest", "audit", "dedup", "preprocess"}
     assert _modified(status, "src/synthmri/data/planes.py") == {"audit"}
     assert _modified(status, "src/synthmri/io.py") >= ran  # the ground floor: every stage

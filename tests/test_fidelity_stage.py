@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from synthmri.data.images import read_gray, write_png
+from synthmri.images import read_gray, write_png
 from synthmri.fidelity import memorisation as mem
 from synthmri.fidelity import metrics as M
 from synthmri.fidelity.commands import fidelity_cmd
@@ -24,8 +25,10 @@ from tests.test_fidelity_metrics import TINY, blobs, fid_reference, tiny_extract
 CLASSES = ("glioma", "notumor")
 
 
-def make_project(root, n_train=12, n_test=6, n_synth=8, copies=(), size=32):
-    """A preprocess manifest and a synthetic folder of tiny PNGs; `copies`: glioma synthetic i := real train j."""
+def make_project(root, n_train=12, n_test=6, n_synth=8, copies=(), size=32, trained_size=16):
+    """A preprocess manifest and a synthetic folder of tiny PNGs; `copies`: glioma synthetic i := real train j.
+
+    The synthetic manifests carry the generate stage's size columns (trained at `trained_size`, saved at `size`)."""
     rows = []
     real = {}
     for k, cls in enumerate(CLASSES):
@@ -46,7 +49,8 @@ def make_project(root, n_train=12, n_test=6, n_synth=8, copies=(), size=32):
         for i, img in enumerate(synth):
             path = root / "data/synthetic" / cls / f"{cls}_{i:04d}.png"
             write_png(path, img)
-            rows_syn.append({"path": path.as_posix(), "class": cls, "index": i})
+            rows_syn.append({"path": path.as_posix(), "class": cls, "index": i,
+                             "trained_size": trained_size, "size": size})
         pd.DataFrame(rows_syn).to_csv(root / "data/synthetic" / cls / "manifest.csv", index=False)
     manifest = root / "data/processed/manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
@@ -281,14 +285,9 @@ def test_stage_reports_the_resampled_floor_as_a_direct_computation(tmp_path):
     assert without["glioma"][M.FID_REAL_FLOOR_RESAMPLED] is None and without["reference"]["resample"] is None
 
 
-def test_resample_sizes_come_from_the_generator_params(tmp_path, monkeypatch):
-    assert Resample.from_params({}) == Resample(128, 256)  # paper §5.1.1, §5.1.3
-    raw = {"generator": {"kind": "dcgan", "dcgan": {"image_size": 48}, "ddpm": {"image_size": 64}},
-           "generate": {"out_size": 96}}
-    assert Resample.from_params(raw) == Resample(48, 96)
-    assert Resample.from_params({**raw, "generator": {**raw["generator"], "kind": "ddpm"}}) == Resample(64, 96)
-    with pytest.raises(ParamsError, match="generator.ddpm.image_size"):
-        Resample.from_params({"generator": {"ddpm": {"image_size": 7}}})
+def test_resample_sizes_come_from_the_synthetic_manifests(tmp_path, monkeypatch):
+    manifest, synthetic, _ = make_project(tmp_path, n_train=3, n_test=2, n_synth=3, size=32, trained_size=16)
+    assert Resample.from_manifests(synthetic, CLASSES) == Resample(16, 32)
 
     # fidelity_cmd hands exactly these to the stage
     import synthmri.fidelity.evaluate as E
@@ -296,6 +295,24 @@ def test_resample_sizes_come_from_the_generator_params(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(E, "evaluate", lambda *a, **k: seen.update(k) or {})
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"classes": ["glioma"]}, **raw}))
-    fidelity_cmd(tmp_path / "m.csv", tmp_path / "s", tmp_path / "f.json", tmp_path / "plots", tmp_path / "params.yaml")
-    assert seen["resample"] == Resample(48, 96)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"classes": list(CLASSES)}}))
+    fidelity_cmd(manifest, synthetic, tmp_path / "f.json", tmp_path / "plots", tmp_path / "params.yaml")
+    assert seen["resample"] == Resample(16, 32)
+
+    glioma, notumor = (synthetic / c / "manifest.csv" for c in CLASSES)
+    g, n = re.escape(str(glioma)), re.escape(str(notumor))
+    good = pd.read_csv(notumor)
+    good.assign(trained_size=8).to_csv(notumor, index=False)  # classes disagree: the later file is named
+    with pytest.raises(ValueError, match=rf"^{n}: trained_size/size = 8/32, but {g} says 16/32"):
+        Resample.from_manifests(synthetic, CLASSES)
+    good.assign(size=[32, 32, 64]).to_csv(notumor, index=False)  # rows of one file disagree
+    with pytest.raises(ValueError, match=rf"^{n}: rows disagree on trained_size/size"):
+        Resample.from_manifests(synthetic, CLASSES)
+    good.assign(size="").to_csv(notumor, index=False)
+    with pytest.raises(ValueError, match=rf"^{n}: trained_size/size must be positive integers"):
+        Resample.from_manifests(synthetic, CLASSES)
+    good.drop(columns=["size"]).to_csv(notumor, index=False)  # a manifest from before the columns existed
+    with pytest.raises(ValueError, match=rf"^{n}: missing column\(s\) \['size'\].*generate@notumor"):
+        Resample.from_manifests(synthetic, CLASSES)
+    notumor.unlink()  # images not made by the generate stage: nothing says how they were resized
+    assert Resample.from_manifests(synthetic, CLASSES) is None

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthmri.data.images import ImageError, read_gray, write_png
+from synthmri.images import ImageError, read_gray, write_png
 from synthmri.generative.config import load_generator
 from synthmri.generative.data import counts, load_images, select
 from synthmri.io import write_table

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from synthmri.data.images import write_png
+from synthmri.fidelity.evaluate import Resample
+from synthmri.images import write_png
 from synthmri.generative.config import load_generate, load_generator
 from synthmri.generative.sample import generate
 from synthmri.generative.train import train_generator
@@ -51,7 +52,7 @@ def test_ddpm_loss_goes_down(model_dir):
 
 def test_generate_writes_counts_sizes_and_a_manifest(model_dir, tmp_path):
     cfg = load_generate({"n_per_class": 5, "batch_size": 2, "out_size": 32, "sampler": "ddim", "ddim_steps": 5})
-    out = tmp_path / "synthetic"
+    out = tmp_path / "synthetic" / "glioma"
     summary = generate(model_dir, "glioma", out, cfg)
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == [f"glioma_{i:04d}.png" for i in range(5)]
@@ -65,6 +66,8 @@ def test_generate_writes_counts_sizes_and_a_manifest(model_dir, tmp_path):
     assert table["index"].tolist() == list(range(5)) and set(table["class"]) == {"glioma"}
     assert set(table["sampler"]) == {"ddim"} and set(table["steps"]) == {5} and set(table["seed"]) == {0}
     assert summary["images"] == 5 and summary["size"] == 32 and summary["trained_size"] == 16
+    assert set(table["trained_size"]) == {16} and set(table["size"]) == {32}
+    assert Resample.from_manifests(out.parent, ["glioma"]) == Resample(16, 32)  # fidelity's resampled floor reads them
 
     # A rerun asking for fewer images leaves no image of the larger run behind.
     again = generate(model_dir, "glioma", out, replace(cfg, n_per_class=3))

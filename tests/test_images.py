@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthmri.data.images import ImageError, open_image, read_gray, sha256_file, to_gray, write_png
+from synthmri.images import ImageError, open_image, read_gray, sha256_file, to_gray, write_png
 from synthmri.io import atomic_path
 
 

@@ -26,7 +26,7 @@ from synthmri.data import preprocess_ops as ops
 from synthmri.data.audit import audit
 from synthmri.data.dedup import dedup
 from synthmri.data.demo import TRUTH_FILE, make_demo_dataset
-from synthmri.data.images import read_gray
+from synthmri.images import read_gray
 from synthmri.data.ingest import ingest
 from synthmri.fidelity.evaluate import _real_paths
 from synthmri.generative.config import load_generator

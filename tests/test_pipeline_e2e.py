@@ -289,6 +289,8 @@ def test_fidelity_reports_every_class_with_a_random_extractor_marked(repo, param
         assert c["images"]["real_train"] == train[cls] and c["images"]["real_test"] == test[cls]
         assert c["images"]["synthetic"] == params["generate"]["n_per_class"]
     assert {"summary", "reference", "extractor"} <= set(f)
+    rs, kind = f["reference"]["resample"], params["generator"]["kind"]  # sizes read from the generate manifests
+    assert (rs["train_size"], rs["out_size"]) == (params["generator"][kind]["image_size"], params["generate"]["out_size"])
     assert params["fidelity"]["random_weights"] is True  # the demo has no Inception weights file
     assert "random" in f["extractor"]["weights"] and f["extractor"]["weights_sha256"].startswith("random-")
     for cls in CLASSES:

@@ -18,7 +18,7 @@ from synthmri import CLASSES
 from synthmri import params as P
 from synthmri.cli import app
 from synthmri.data import preprocess_ops as ops
-from synthmri.data.images import read_gray
+from synthmri.images import read_gray
 from synthmri.data.preprocess import preprocess
 from synthmri.io import read_table, write_table
 

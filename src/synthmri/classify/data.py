@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from synthmri.classify.mixtures import LeakageError, Pools, assert_no_leakage, read_real, read_synthetic
-from synthmri.data.images import ImageError, read_gray
+from synthmri.images import ImageError, read_gray
 from synthmri.io import parallel_map
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

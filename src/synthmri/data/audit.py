@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from synthmri.data import planes as planes_mod
-from synthmri.data.images import ImageError, read_gray
+from synthmri.images import ImageError, read_gray
 from synthmri.io import atomic_path, parallel_map, read_table, write_table
 from synthmri.params import AuditParams, workers
 

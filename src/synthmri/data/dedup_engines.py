@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from synthmri.data.images import ImageError, open_image
+from synthmri.images import ImageError, thumbnail
 from synthmri.io import parallel_map
 
 DIFPY_PAIRWISE_MAX = 5000  # difPy switches to its buggy batch path above this many images
@@ -85,24 +84,6 @@ class EngineResult:
 
 
 # ---- thumbnails exactly as difPy makes them -----------------------------------------------------
-
-
-def thumbnail(path: str | os.PathLike, px_size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """difPy 4.2.1 `build._generate_tensor`: uint8 (px, px, 3) thumbnail and sorted (h, w).
-
-    An 'L' image is resized as one band and repeated: Pillow resamples each band alike, so this
-    equals difPy's convert('RGB')-then-resize bit for bit (tests check it against difPy) at a third
-    of the cost.
-    """
-    with open_image(path) as img:
-        w, h = img.size
-        if img.mode == "L":
-            small = np.asarray(img.resize((px_size, px_size), resample=Image.BICUBIC))
-            thumb = np.repeat(small[:, :, None], 3, axis=2)
-        else:
-            rgb = img if img.getbands() == ("R", "G", "B") else img.convert("RGB")
-            thumb = np.asarray(rgb.resize((px_size, px_size), resample=Image.BICUBIC))
-    return np.ascontiguousarray(thumb, dtype=np.uint8), (min(h, w), max(h, w))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from synthmri import SPLITS
-from synthmri.data.images import ImageError, open_image, sha256_file, to_gray
+from synthmri.images import ImageError, open_image, sha256_file, to_gray
 from synthmri.io import manifest_path, parallel_map, write_table
 from synthmri.params import IngestParams
 from synthmri.params import workers as n_workers

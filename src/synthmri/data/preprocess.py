@@ -28,7 +28,7 @@ import pandas as pd
 
 from synthmri import params as P
 from synthmri.data import preprocess_ops as ops
-from synthmri.data.images import ImageError, read_gray, write_png
+from synthmri.images import ImageError, read_gray, write_png
 from synthmri.io import default_workers, manifest_path, parallel_map, read_table, write_json, write_table
 
 SPLITS = ("train", "test")

@@ -18,4 +18,4 @@ def fidelity_cmd(processed_manifest: Path, synthetic_dir: Path, out_json: Path, 
     cfg = load_fidelity(data.get("fidelity"))
     classes = load("data", params_path, data).classes
     return evaluate(processed_manifest, synthetic_dir, out_json, plots_dir, cfg, classes,
-                    resample=Resample.from_params(data))  # the generator's sizes, for the resampled floor
+                    resample=Resample.from_manifests(synthetic_dir, classes))  # sizes the generate stage recorded

@@ -4,10 +4,11 @@ Reference set of a class (the paper's): its preprocessed Training images, `statu
 the preprocess manifest with `split == train`; the same for every generator, so numbers compare
 across experiments. The real-vs-real floor the paper's notebooks also reported is its preprocessed
 Testing images against that reference. Generated images are resized twice on their way here (the
-generator trains at `generator.<kind>.image_size` and `generate` resizes its samples to
-`generate.out_size`: 256 -> 128 -> 256 in the paper), which alone raises FID; the resampled floor
-passes the Testing images through the same two resize ops, so it is the floor a generated set can be
-held to. All metrics use one extractor (torch-fidelity's FID Inception, from `models/pretrained/`):
+generator trains at its image size and `generate` resizes its samples to `generate.out_size`:
+256 -> 128 -> 256 in the paper), which alone raises FID; the resampled floor passes the Testing
+images through the same two resize ops, so it is the floor a generated set can be held to. The two
+sizes are read from the generate stage's manifests (`trained_size`, `size` on every row), not params:
+they describe the images that were actually made. All metrics use one extractor (torch-fidelity's FID Inception, from `models/pretrained/`):
 FID, KID and precision/recall on its 2048-d pool features, IS on its logits.
 
 Outputs: the metrics JSON (a key per class, then `summary`, `reference`, `extractor`,
@@ -38,6 +39,7 @@ from synthmri.io import read_table, write_json, write_table
 REQUIRED = ("split", "class", "status", "out_path")
 SYNTHETIC_MANIFEST = "manifest.csv"
 SYNTHETIC_SUFFIXES = (".png", ".jpg", ".jpeg")
+SIZE_COLUMNS = ("trained_size", "size")  # on every row of the generate stage's manifest (generative/sample.py)
 REFERENCE = {
     "real": "the class's preprocessed Training images (split train, status kept) of the preprocess manifest",
     "real_floor": "the class's preprocessed Testing images (split test, status kept) against that reference",
@@ -52,15 +54,48 @@ _err = Console(stderr=True)
 class Resample:
     """The sizes a generated image passes through: trained at `train_size`, saved at `out_size`."""
 
-    train_size: int  # generator.<kind>.image_size (paper §5.1.1: 128)
-    out_size: int  # generate.out_size (paper §5.1.3: 256)
+    train_size: int  # the generator's training side (paper §5.1.1: 128)
+    out_size: int  # the saved samples' side, generate.out_size (paper §5.1.3: 256)
 
     @classmethod
-    def from_params(cls, raw: dict[str, Any]) -> "Resample":
-        """From params.yaml's `generator` and `generate` sections (missing -> their defaults)."""
-        from synthmri.generative.config import load_generate, load_generator
+    def from_manifests(cls, synthetic_dir: Path, classes: Sequence[str]) -> "Resample | None":
+        """The sizes the generate stage recorded in `<synthetic_dir>/<class>/manifest.csv`, one for all classes.
 
-        return cls(load_generator(raw.get("generator")).model.image_size, load_generate(raw.get("generate")).out_size)
+        None (no resampled floor) when a class's folder has no manifest: its images did not come from
+        the generate stage, so nothing says how they were resized. A manifest without the size columns,
+        or sizes that differ between rows or classes, stop the stage naming the file.
+        """
+        seen: dict[tuple[int, int], Path] = {}
+        for c in classes:
+            path = Path(synthetic_dir) / c / SYNTHETIC_MANIFEST
+            if not path.is_file():
+                _err.print(f"fidelity: no {path}, so no record of how the generated images were resized: "
+                           "the resampled floor is not computed")
+                return None
+            df = read_table(path)
+            missing = [k for k in SIZE_COLUMNS if k not in df.columns]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; expected the generate stage's manifest "
+                                 f"(rerun generate@{c})")
+            pairs = df[list(SIZE_COLUMNS)].drop_duplicates()
+            if len(pairs) > 1:
+                raise ValueError(f"{path}: rows disagree on {'/'.join(SIZE_COLUMNS)}: "
+                                 f"{sorted(map(tuple, pairs.astype(str).to_numpy()))}; expected one generate run")
+            if len(pairs) == 0:
+                continue  # no images: evaluate stops on the empty class with its own message
+            try:
+                pair = tuple(int(v) for v in pairs.iloc[0])
+                if min(pair) < 1:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"{path}: {'/'.join(SIZE_COLUMNS)} must be positive integers, got "
+                                 f"{tuple(pairs.iloc[0])}") from None
+            seen.setdefault(pair, path)
+            if len(seen) > 1:
+                (a, pa), (b, pb) = seen.items()
+                raise ValueError(f"{pb}: {'/'.join(SIZE_COLUMNS)} = {b[0]}/{b[1]}, but {pa} says {a[0]}/{a[1]}; "
+                                 "every class's images must be generated at the same sizes")
+        return cls(*next(iter(seen))) if seen else None
 
     @property
     def tag(self) -> str:

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from synthmri.data.dedup_engines import thumbnail
-from synthmri.data.images import ImageError, read_gray, sha256_file
+from synthmri.images import ImageError, read_gray, sha256_file, thumbnail
 from synthmri import pretrained as W
 from synthmri.io import atomic_path, parallel_map, progress
 

@@ -4,7 +4,7 @@ A DDPM trained on a few hundred images can reproduce some of them, and synthetic
 privacy-safe, so each synthetic image is matched to its nearest real Training image of its class:
 
 - in pixels: the MSE (0-255 scale) of the thumbnails the dedup stage compares (difPy's bicubic
-  `px_size` thumbnails, `synthmri.data.dedup_engines.thumbnail`), minimised over the image and its
+  `px_size` thumbnails, `synthmri.images.thumbnail`), minimised over the image and its
   left-right mirror; a near-copy has MSE <= `pixel_mse`, i.e. it is what the dedup stage would call
   a duplicate at `dedup.similarity: <pixel_mse>`. Computed exactly (float64 Gram products of
   integers below 2^53, as in the dedup engine).

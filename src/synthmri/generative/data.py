@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from synthmri.data.images import ImageError, read_gray
+from synthmri.images import ImageError, read_gray
 from synthmri.generative.config import GeneratorParams
 from synthmri.runtime import derive_seed
 from synthmri.io import parallel_map

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from synthmri.data.images import write_png
+from synthmri.images import write_png
 from synthmri.generative import checkpoint as ckpt
 from synthmri.generative.config import GenerateParams
 from synthmri.generative.registry import get_kind
@@ -65,8 +65,10 @@ def generate(model_dir: Path, cls: str, out_dir: Path, cfg: GenerateParams) -> d
                     _write_as_coded(path, img, cfg.jpeg_quality)
                 else:
                     write_png(path, img)
+                # trained_size/size: the resize each image went through (fidelity's resampled floor reads them)
                 rows.append({"path": path.as_posix(), "class": cls, "index": start + i, "seed": cfg.seed,
-                             "batch_seed": batch_seed, "kind": model.kind, "sampler": sampler, "steps": steps})
+                             "batch_seed": batch_seed, "kind": model.kind, "sampler": sampler, "steps": steps,
+                             "trained_size": model.size, "size": cfg.out_size})
             bar.advance(task, n)
     table = pd.DataFrame(rows)
     write_table(table, out_dir / MANIFEST)
