@@ -1,12 +1,12 @@
 # make demo: install into .venv (if needed) and run the whole pipeline on the bundled demo data.
-# make test: the test suite (CI runs exactly this).
+# make test: the test suite (CI runs exactly this), on both cores; make test-fast: all but the real dvc pipeline runs.
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test bench lint clean-demo
+.PHONY: install demo test test-fast bench lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,10 @@ demo: install
 	synthmri summary
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+test-fast: install  # the inner loop: everything but the real dvc pipeline runs
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 bench: install
 	$(BIN)/python bench/dedup.py --images 3000

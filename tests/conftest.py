@@ -49,6 +49,19 @@ def machine_lacks(feature: str, detail: str, covered_by: str) -> None:
     pytest.skip(f"{MACHINE_LACKS}{feature}: {detail} (still covered by {covered_by})")
 
 
+# ---- parallel runs (pytest-xdist, `make test`) ----------------------------------------------------
+# A session fixture is built once per worker: the tests sharing an expensive one (a whole demo run) go to
+# one worker together, so the suite pays for it once.
+SHARED_RUNS = ("demo_run", "demo_baseline")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = next((f for f in SHARED_RUNS if f in getattr(item, "fixturenames", ())), None)
+        if shared is not None:
+            item.add_marker(pytest.mark.xdist_group(shared))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     lacking = []
     for report in terminalreporter.stats.get("skipped", []):
