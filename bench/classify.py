@@ -50,7 +50,8 @@ def make_set(root: Path, classes, train: int, test: int, synthetic: int, size: i
             out = root / "synthetic" / c / f"{c}_{i:04d}.png"
             write_png(out, _pattern(ci, size, rng))
             syn.append({"path": out.as_posix(), "class": c, "index": i, "seed": 0})
-        pd.DataFrame(syn).to_csv(root / "synthetic" / c / "manifest.csv", index=False)
+        (root / "synthetic" / c).mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(syn, columns=["path", "class", "index", "seed"]).to_csv(root / "synthetic" / c / "manifest.csv", index=False)
     pd.DataFrame(rows).to_csv(root / "processed" / "manifest.csv", index=False)
     return root / "processed" / "manifest.csv", root / "synthetic"
 
