@@ -130,3 +130,28 @@ def test_projection_is_the_arithmetic_of_the_rates(result):
     flop = w["generator_train_images"] / w["generator_batch"] * t["train_flop_per_step"]
     assert p["why"]["train_generators"]["pflop"] == pytest.approx(flop / 1e15)
     assert p["why"]["train_generators"]["seconds_at_peak"] == pytest.approx(flop / 1e12)  # --peak-tflops 1
+
+
+def test_sdpa_what_if_is_measured_but_never_the_projection(result):
+    v = result["ddpm_train"]["variants"]["bf16+cl+sdpa (what-if)"]
+    assert v["sdpa"] is True and v["images_per_s"] > 0
+    assert "what-if" not in result["ddpm_train"]["best"]
+
+
+def test_flops_only_floors_are_flops_over_peak(tmp_path):
+    out = tmp_path / "flops.json"
+    cmd = [sys.executable, "bench/gpu.py", "--flops-only", "--tiny", "--peak-tflops", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    f, w, fl = r["flop_per_image"], r["workload"], r["floors"]
+    for x in f.values():
+        assert math.isfinite(x) and x > 0
+    train = w["generator_train_images"] * f["ddpm_train_per_image"]
+    assert fl["stages"]["train_generators"]["pflop"] == pytest.approx(train / 1e15)
+    assert fl["stages"]["train_generators"]["seconds_at_peak"] == pytest.approx(train / 2e12)
+    sample = w["samples"] * 20 * f["ddpm_forward_per_image"]  # --tiny: 20 timesteps
+    assert fl["stages"]["sample_ddpm20"]["seconds_at_peak"] == pytest.approx(sample / 2e12)
+    counted = [v["seconds_at_peak"] for k, v in fl["stages"].items() if "alternative" not in k]
+    assert fl["total_s_at_peak"] == pytest.approx(sum(counted))
+    assert fl["min_mfu_for_target"] == pytest.approx(sum(counted) / (45 * 60))
