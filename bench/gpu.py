@@ -78,6 +78,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--full-grid", action="store_true",
                     help="all 8 precision x layout x compile variants (default: the 4 eager ones + 2 compiled)")
     ap.add_argument("--max-sample-batch", type=int, default=None, help="largest sampling batch tried")
+    ap.add_argument("--max-ddpm-seconds", type=float, default=120.0,
+                    help="time the full DDPM chain at the largest searched batch whose chain fits this (estimated)")
     ap.add_argument("--skip-one-at-a-time", action="store_true", help="skip the batch-1 DDPM chains")
     ap.add_argument("--params", type=Path, default=None,
                     help="params.yaml to read the workload from (default: the paper profile composed from conf/)")
@@ -248,20 +250,29 @@ def bench_ddpm_train(a, cfg, device, peak) -> dict[str, Any]:
 
     for name, precision, cl, comp, sdpa in variants(a):
         reset_peak(device)
-        m = build_ddpm(cfg, device, precision, cl, comp, sdpa)
-        g = generator(device, 0)
+        try:
+            m = build_ddpm(cfg, device, precision, cl, comp, sdpa)
+            g = generator(device, 0)
 
-        def step():
-            idx = torch.randint(0, len(images), (p.batch_size,), device=device, generator=g)
-            m.train_step(m.to_input(images[idx]), g)
+            def step():
+                idx = torch.randint(0, len(images), (p.batch_size,), device=device, generator=g)
+                m.train_step(m.to_input(images[idx]), g)
 
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        first = time.perf_counter() - t0
-        for _ in range(warmup):
+            t0 = time.perf_counter()
             step()
-        s = timed(step, device, steps)
+            sync(device)
+            first = time.perf_counter() - t0
+            for _ in range(warmup):
+                step()
+            s = timed(step, device, steps)
+        except Exception as e:  # noqa: BLE001 - one variant failing (a compile error, OOM) must not lose the run
+            out["variants"][name] = {"precision": precision, "channels_last": cl, "compile": comp, "sdpa": sdpa,
+                                     "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+            print(f"   train {name:24s} FAILED: {out['variants'][name]['error']}", flush=True)
+            m = None
+            if comp:
+                torch._dynamo.reset()
+            continue
         r = {"precision": precision, "channels_last": cl, "compile": comp, "sdpa": sdpa, "step_ms": finite(s * 1e3),
              "images_per_s": finite(p.batch_size / s), "first_step_s": finite(first),
              "achieved_tflops": finite(out["train_flop_per_step"] / s / 1e12), **peak_memory(device)}
@@ -275,9 +286,10 @@ def bench_ddpm_train(a, cfg, device, peak) -> dict[str, Any]:
         if comp:
             torch._dynamo.reset()
     out["mfu_basis"] = "the dense bf16 peak for every variant (fp32 runs on units with lower peaks)"
-    best = max((k for k in out["variants"] if "what-if" not in k), key=lambda k: out["variants"][k]["images_per_s"])
+    ok = [k for k, v in out["variants"].items() if "what-if" not in k and "error" not in v]
+    best = max(ok, key=lambda k: out["variants"][k]["images_per_s"])
     out["best"] = best
-    out["configured"] = CONFIGURED if CONFIGURED in out["variants"] else best
+    out["configured"] = CONFIGURED if CONFIGURED in ok else best
     return out
 
 
@@ -315,7 +327,10 @@ def bench_ddpm_sample(a, cfg, device, peak, train: dict[str, Any]) -> dict[str, 
                 best_b, best_rate = b, rate
             b *= 2
     B = best_b
-    out: dict[str, Any] = {"batch_search_image_steps_per_s": search, "batch": B, "timesteps": T,
+    # The full chain at B can take minutes; time it at the largest searched batch whose chain fits --max-ddpm-seconds.
+    fits = [int(k) for k, r in search.items() if int(k) <= B and T * int(k) / r <= a.max_ddpm_seconds]
+    Bd = max(fits) if fits else min(int(k) for k in search)
+    out: dict[str, Any] = {"batch_search_image_steps_per_s": search, "batch": B, "ddpm_batch": Bd, "timesteps": T,
                            "ddim_steps": ddim_steps, "precision": str(m.amp_dtype or "fp32"),
                            "channels_last": m.channels_last, "images_per_s": {}, "seconds": {}}
 
@@ -327,7 +342,10 @@ def bench_ddpm_sample(a, cfg, device, peak, train: dict[str, Any]) -> dict[str, 
 
     m.sample(B, 0, sampler="ddim", steps=2)  # warm-up
     run(f"ddim{ddim_steps}_batch{B}", B, lambda: m.sample(B, 0, sampler="ddim", steps=ddim_steps))
-    run(f"ddpm{T}_batch{B}", B, lambda: m.sample(B, 0, sampler="ddpm"))
+    if Bd != B:
+        m.sample(Bd, 0, sampler="ddim", steps=2)
+        run(f"ddim{ddim_steps}_batch{Bd}", Bd, lambda: m.sample(Bd, 0, sampler="ddim", steps=ddim_steps))
+    run(f"ddpm{T}_batch{Bd}", Bd, lambda: m.sample(Bd, 0, sampler="ddpm"))
     out.update(peak_memory(device))
     if not a.skip_one_at_a_time:
         run(f"ddpm{T}_batch1", 1, lambda: m.sample(1, 0, sampler="ddpm"))
@@ -339,21 +357,24 @@ def bench_ddpm_sample(a, cfg, device, peak, train: dict[str, Any]) -> dict[str, 
         run(f"paper_fp32_ddpm{T}_batch1", 1, lambda: paper.sample(1, 0, sampler="ddpm"))
         del paper
     ips = out["images_per_s"]
-    eff = {"fewer_steps": {"what": f"DDIM-{ddim_steps} vs DDPM-{T}, both at batch {B} (same settings)",
-                           "ratio": ips[f"ddim{ddim_steps}_batch{B}"] / ips[f"ddpm{T}_batch{B}"]}}
+    eff = {"fewer_steps": {"what": f"DDIM-{ddim_steps} vs DDPM-{T}, both at batch {Bd} (same settings)",
+                           "ratio": ips[f"ddim{ddim_steps}_batch{Bd}"] / ips[f"ddpm{T}_batch{Bd}"]}}
     if f"ddpm{T}_batch1" in ips:
-        eff["batching"] = {"what": f"DDPM-{T} at batch {B} vs batch 1 (same settings, same steps)",
-                           "ratio": ips[f"ddpm{T}_batch{B}"] / ips[f"ddpm{T}_batch1"]}
+        eff["batching"] = {"what": f"DDPM-{T} at batch {Bd} vs batch 1 (same settings, same steps)",
+                           "ratio": ips[f"ddpm{T}_batch{Bd}"] / ips[f"ddpm{T}_batch1"]}
         eff["precision_layout"] = {"what": f"ours ({out['precision']}, channels_last {out['channels_last']}) vs the "
                                            f"paper's fp32 NCHW loop, both DDPM-{T} at batch 1",
                                    "ratio": ips[f"ddpm{T}_batch1"] / ips[f"paper_fp32_ddpm{T}_batch1"]}
         eff["total_ddim_batched_vs_paper"] = {
-            "what": "the product of the three: our batched DDIM vs the paper's loop",
-            "ratio": ips[f"ddim{ddim_steps}_batch{B}"] / ips[f"paper_fp32_ddpm{T}_batch1"]}
+            "what": f"the product of the three: our DDIM at batch {Bd} vs the paper's loop",
+            "ratio": ips[f"ddim{ddim_steps}_batch{Bd}"] / ips[f"paper_fp32_ddpm{T}_batch1"]}
+    if Bd != B:
+        eff["fill_batch_ddim"] = {"what": f"DDIM-{ddim_steps} at batch {B} (fills the device) vs batch {Bd}",
+                                  "ratio": ips[f"ddim{ddim_steps}_batch{B}"] / ips[f"ddim{ddim_steps}_batch{Bd}"]}
     out["effects"] = eff
     for k, v in eff.items():
         print(f"   {k:28s} x{v['ratio']:.2f}  ({v['what']})")
-    achieved = train["forward_flop_per_image"] * T * ips[f"ddpm{T}_batch{B}"] / 1e12
+    achieved = train["forward_flop_per_image"] * T * ips[f"ddpm{T}_batch{Bd}"] / 1e12
     out["achieved_tflops_ddpm"] = finite(achieved)
     if peak:
         out["mfu_ddpm"] = finite(achieved / peak)
@@ -558,8 +579,8 @@ def project(w: dict[str, Any], res: dict[str, Any], peak: float | None) -> dict[
     """Seconds per stage = images / measured images per second; `rate` is the path of that rate in the JSON."""
     train_key = res["ddpm_train"]["configured"]
     sample = res["ddpm_sample"]
-    T, B = sample["timesteps"], sample["batch"]
-    sample_key = f"ddim{sample['ddim_steps']}_batch{B}" if w["sampler"] == "ddim" else f"ddpm{T}_batch{B}"
+    T, B, Bd = sample["timesteps"], sample["batch"], sample["ddpm_batch"]
+    sample_key = f"ddim{sample['ddim_steps']}_batch{B}" if w["sampler"] == "ddim" else f"ddpm{T}_batch{Bd}"
     rows = [
         ("train_generators", w["generator_train_images"], ["ddpm_train", "variants", train_key, "images_per_s"]),
         ("sample", w["samples"], ["ddpm_sample", "images_per_s", sample_key]),
@@ -740,13 +761,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "settings": {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
                                         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
                                         "cudnn_benchmark": torch.backends.cudnn.benchmark}}
+    out_name = f"gpu-{slug(name)}" + ("-tiny" if a.tiny else "")
+
+    def save_partial() -> None:  # a crash in a later section keeps the figures measured so far
+        write_result(a.out, out_name, {**res, "partial": True, "section_seconds": log})
+
     with tiny_compile(a.tiny):
         with section("DDPM training (paper config)", log):
             res["ddpm_train"] = bench_ddpm_train(a, cfg, device, peak)
+    save_partial()
     with section("DDPM sampling", log):
         res["ddpm_sample"] = bench_ddpm_sample(a, cfg, device, peak, res["ddpm_train"])
+    save_partial()
     with section("VGG-19 training (paper config)", log):
         res["vgg19"] = bench_vgg(a, params, device)
+    save_partial()
     with section("Inception features", log):
         res["inception"] = bench_inception(a, params, device)
     w = workload(params)
@@ -757,7 +786,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = explain(res["projection"], w, res, name)
     print("\n" + "\n".join(lines))
     res["projection"]["summary"] = lines
-    path = write_result(a.out, f"gpu-{slug(name)}" + ("-tiny" if a.tiny else ""), res)
+    path = write_result(a.out, out_name, {**res, "partial": False})
     print(f"\nresults: {path}  (wall {res['wall_s']:.0f} s)")
     return res
 

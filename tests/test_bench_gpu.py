@@ -61,8 +61,11 @@ def test_keys_and_switches(result):
     assert result["ddpm_train"]["configured"] == "bf16+cl"
     for r in v.values():
         assert {"images_per_s", "step_ms", "mfu", "achieved_tflops", "peak_memory_bytes", "first_step_s"} <= set(r)
+    assert all("error" not in r for r in v.values())
+    assert result["partial"] is False
     s = result["ddpm_sample"]
     T, B, k = s["timesteps"], s["batch"], s["ddim_steps"]
+    assert s["ddpm_batch"] == B  # tiny: the full chain fits the time limit at the searched batch
     assert set(s["images_per_s"]) == {f"ddim{k}_batch{B}", f"ddpm{T}_batch{B}", f"ddpm{T}_batch1",
                                       f"paper_fp32_ddpm{T}_batch1"}
     assert {"ours_images_per_s", "imagefolder_images_per_s", "eval_images_per_s", "decode_images_per_s"} <= set(result["vgg19"])
@@ -83,7 +86,7 @@ def test_every_measured_figure_is_positive_and_finite(result):
 def test_sampling_effects_are_reported_apart(result):
     s = result["ddpm_sample"]
     ips, e = s["images_per_s"], s["effects"]
-    T, B, k = s["timesteps"], s["batch"], s["ddim_steps"]
+    T, B, k = s["timesteps"], s["ddpm_batch"], s["ddim_steps"]
     assert e["fewer_steps"]["ratio"] == pytest.approx(ips[f"ddim{k}_batch{B}"] / ips[f"ddpm{T}_batch{B}"])
     assert e["batching"]["ratio"] == pytest.approx(ips[f"ddpm{T}_batch{B}"] / ips[f"ddpm{T}_batch1"])
     product = e["fewer_steps"]["ratio"] * e["batching"]["ratio"] * e["precision_layout"]["ratio"]
