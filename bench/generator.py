@@ -41,7 +41,7 @@ from synthmri.generative.ddpm import DDPM, build_unet
 from synthmri.runtime import Dist, generator, resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import cpu_name, machine, slug, write_result  # noqa: E402
+from benchutil import cpu_name, machine, write_result  # noqa: E402
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets; pass --peak-tflops for others.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,

@@ -1,9 +1,9 @@
 """The GPU run, prepared to the minute (issue 13 §5): the paper's real configurations through our own code,
 and the whole paper's wall time projected from the measured rates.
 
-    python bench/gpu.py                          # one CUDA GPU, <= 10 minutes; writes bench/results/gpu-<device>.json
+    python bench/gpu.py                          # one CUDA GPU, designed for <= 10 minutes; bench/results/gpu-<device>.json
     python bench/gpu.py --peak-tflops 989        # a GPU missing from the peak table (dense bf16 TFLOP/s)
-    python bench/gpu.py --tiny                   # CPU, tiny sizes, seconds: the test suite runs this
+    python bench/gpu.py --tiny                   # CPU, tiny sizes, about a minute: the test suite runs this
 
 Measures, in one run:
 - DDPM (generator.ddpm of the paper profile: channels (128, 256, 256) at 128 px, batch 16), our
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import math
 import resource
 import sys
 import tempfile
@@ -69,7 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", "--dry-run", dest="tiny", action="store_true",
-                    help="CPU, tiny sizes, seconds: checks that every part runs (figures mean nothing)")
+                    help="CPU, tiny sizes, about a minute: checks that every part runs (figures mean nothing)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (--tiny: cpu)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the device (default: table)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/gpu-<device>.json)")
