@@ -4,7 +4,9 @@ DataLoader pipeline, same model, same optimiser, same training set (a `ratio` mi
     python bench/classify.py                       # a generated set at 64 px, mobilenet_v2, CPU
     python bench/classify.py --processed data/processed/manifest.csv --synthetic data/synthetic --size 256 --arch vgg19
 
-Prints one JSON line per pipeline and a markdown row for BENCHMARKS.md. `--threads 1` on a shared CPU.
+Prints one JSON line per pipeline and a markdown row for BENCHMARKS.md, and writes both pipelines' figures,
+the command and the machine to bench/results/classify-<arch>-<size>px-<device>.json (or --out).
+`--threads 1` on a shared CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import machine as machine_info, write_result  # noqa: E402
 
 
 def _pattern(ci: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -50,7 +56,8 @@ def make_set(root: Path, classes, train: int, test: int, synthetic: int, size: i
             out = root / "synthetic" / c / f"{c}_{i:04d}.png"
             write_png(out, _pattern(ci, size, rng))
             syn.append({"path": out.as_posix(), "class": c, "index": i, "seed": 0})
-        pd.DataFrame(syn).to_csv(root / "synthetic" / c / "manifest.csv", index=False)
+        (root / "synthetic" / c).mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(syn, columns=["path", "class", "index", "seed"]).to_csv(root / "synthetic" / c / "manifest.csv", index=False)
     pd.DataFrame(rows).to_csv(root / "processed" / "manifest.csv", index=False)
     return root / "processed" / "manifest.csv", root / "synthetic"
 
@@ -132,6 +139,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (and our decode processes)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default under bench/results/)")
     args = ap.parse_args()
 
     from synthmri import CLASSES
@@ -158,6 +166,10 @@ def main() -> None:
               "epochs": args.epochs, "batch": args.batch_size, "device": str(device), "machine": machine}
     for r in (a, b):
         print(json.dumps(common | r))
+    path = write_result(args.out, f"classify-{args.arch}-{args.size}px-{device.type}",
+                        {**common, "machine": machine_info(device), "ours": a, "imagefolder": b,
+                         "ratio_ours_vs_imagefolder": a["images_per_s"] / b["images_per_s"]})
+    print(f"results: {path}")
     print(f"| {args.arch} {args.size}px ratio {args.ratio:g}, {plan.size} imgs x {args.epochs} ep, {machine} | "
           f"{a['images_per_s']} ({a['images_per_s_incl_decode']} incl. one decode) | {b['images_per_s']} | "
           f"{a['images_per_s'] / b['images_per_s']:.2f}x |")

@@ -9,8 +9,11 @@ MSE 0 (its bug 1). Then it runs difPy as a user would (build + search on the fol
 and prints both times, the speed ratio, agreement, precision/recall against the planted truth, and
 the false pairs of difPy's batch path (bug 2, above 5,000 images).
 
-    python bench/dedup.py --images 3000
+    python bench/dedup.py --images 3000 --similarity duplicates     # MSE 0
+    python bench/dedup.py --images 3000                             # MSE <= 5 (the default, 'similar')
     python bench/dedup.py --images 7000 --workdir /tmp/bench-dedup
+
+Writes the full report with the command and the machine to bench/results/dedup-<n>-<similarity>.json (or --out).
 
 Images are cached in --workdir per (N, size, seed); timings exclude generation. "Pairs" are pairs of
 images an engine puts in one group (the transitive closure of its matches): difPy's result lists
@@ -35,6 +38,9 @@ from synthmri.data.dedup_engines import DIFPY_PAIRWISE_MAX, Criterion, fast_engi
 from synthmri.images import sha256_file
 from synthmri.io import parallel_map
 from synthmri.params import DedupParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import write_result  # noqa: E402
 
 
 # ---- synthetic MRI-like images ----------------------------------------------------------------------
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0, help="processes for both engines; 0 = all cores")
     ap.add_argument("--skip-difpy", action="store_true", help="time only our engine")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default under bench/results/)")
     args = ap.parse_args(argv)
     cfg = DedupParams(similarity=args.similarity, px_size=args.px_size)
     crit = Criterion(cfg.px_size, cfg.mse_threshold, True, True)
@@ -267,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
                          for a, b in false)
         report["difpy_false_matches"] = {"count": len(false), "with_equal_pixel_sums": int(equal_sums)}
     _print(report)
-    out = root / f"results-mse{crit.mse_threshold:g}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(args.out, f"dedup-{args.images}-{args.similarity}" + ("-fast-only" if args.skip_difpy else ""),
+                       report)
     print(f"\nfull results: {out}")
     return report
 

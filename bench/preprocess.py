@@ -5,13 +5,15 @@
 Generates `--images` grayscale JPEGs of side x side in a temporary folder (four classes, a dedup-style
 manifest), decodes them all with `read_gray`, then runs the whole preprocess stage on them with the
 paper's settings (256 px, rotation, CLAHE, histogram matching; balancing off so every image is
-processed), both with the same worker count. Prints both rates and their ratio.
+processed), both with the same worker count. Prints both rates and their ratio, and writes them with the
+command and the machine to bench/results/preprocess-<n>-w<workers>.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +27,9 @@ from synthmri import params as P
 from synthmri.images import read_gray
 from synthmri.data.preprocess import preprocess
 from synthmri.io import default_workers, parallel_map, write_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import write_result  # noqa: E402
 
 
 def make_images(root: Path, n: int, side: int, seed: int = 0) -> Path:
@@ -59,6 +64,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--side", type=int, default=512, help="side of the generated JPEGs")
     ap.add_argument("--workers", type=int, default=0, help="0 = all cores")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default under bench/results/)")
     args = ap.parse_args()
 
     cfg = P.load("preprocess", data={"preprocess": {"balance": {"classes": []}, "workers": args.workers}})
@@ -84,6 +90,11 @@ def main() -> None:
     print(f"decode only (read_gray): {n / decode_s:8.1f} images/s  ({decode_s:.2f} s)")
     print(f"preprocess stage:        {n / pre_s:8.1f} images/s  ({pre_s:.2f} s)")
     print(f"ratio preprocess/decode: {pre_s / decode_s:8.2f}x the time of decoding alone")
+    path = write_result(args.out, f"preprocess-{n}-w{workers}", {
+        "images": n, "side": args.side, "out_size": cfg.size, "workers": workers,
+        "decode_s": decode_s, "preprocess_s": pre_s, "decode_images_per_s": n / decode_s,
+        "preprocess_images_per_s": n / pre_s, "ratio_preprocess_over_decode_time": pre_s / decode_s})
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":
