@@ -125,3 +125,16 @@ def test_a_profile_asking_for_cuda_fails_on_a_cpu_machine(tmp_path):
     params = params_for(tmp_path, "profile=demo", "generator.train.device=cuda")
     assert by_name(run_checks(params, tmp_path))["device"] == (
         "FAIL", "no CUDA device, but generator.train.device ask for one")
+
+
+def test_wall_time_comes_from_a_full_gpu_benchmark_run_only(tmp_path):
+    params = params_for(tmp_path, "profile=demo")
+    results = tmp_path / "bench/results"
+    results.mkdir(parents=True)
+    (results / "gpu-flops.json").write_text('{"mode": "flops-only", "device": "cpu"}')
+    (results / "gpu-tiny.json").write_text('{"mode": "tiny", "device": "cpu", "projection": {"total_s": 5}}')
+    assert by_name(run_checks(params, tmp_path))["wall time"][0] == "warn"
+    (results / "gpu-h100.json").write_text('{"mode": "full", "device": "NVIDIA H100", "projection": {"total_s": 2400}}')
+    assert by_name(run_checks(params, tmp_path))["wall time"] == (
+        "ok", "about 40 min for the whole paper on NVIDIA H100 (gpu-h100.json, the paper profile's workload); "
+              "other profiles scale with their epochs and counts")

@@ -189,18 +189,16 @@ def _check_disk(raw: dict, root: Path) -> Check:
 
 
 def _check_time(raw: dict, root: Path) -> Check:
-    results = sorted((root / GPU_RESULTS).glob("gpu-*.json"))
-    results = [r for r in results if not json.loads(r.read_text()).get("tiny")]
-    if not results:
-        return Check("wall time", "warn", "no GPU benchmark results (bench/results/gpu-*.json): run "
-                                          "`python bench/gpu.py` on the GPU machine for a projection")
-    best = results[-1]
-    proj = json.loads(best.read_text()).get("projection", {})
-    minutes = proj.get("total_minutes")
-    if minutes is None:
-        return Check("wall time", "warn", f"{best}: no projection in it")
-    return Check("wall time", "ok", f"about {minutes:.0f} min for the whole paper on {proj.get('device', best.stem)} "
-                                    f"({best}); this profile may differ")
+    """From `bench/gpu.py`'s full runs (mode "full"; tiny and FLOPs-only runs measure no GPU rate)."""
+    runs = [(r, json.loads(r.read_text())) for r in sorted((root / GPU_RESULTS).glob("gpu-*.json"))]
+    runs = [(r, d) for r, d in runs if d.get("mode") == "full" and "total_s" in d.get("projection", {})]
+    if not runs:
+        return Check("wall time", "warn", "no GPU benchmark results (bench/results/gpu-*.json from a full "
+                                          "`python bench/gpu.py` run on the GPU machine): no projection")
+    path, d = runs[-1]
+    minutes = d["projection"]["total_s"] / 60
+    return Check("wall time", "ok", f"about {minutes:.0f} min for the whole paper on {d.get('device')} ({path.name}, "
+                                    f"the paper profile's workload); other profiles scale with their epochs and counts")
 
 
 def report(checks: list[Check]) -> tuple[str, int]:
