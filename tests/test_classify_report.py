@@ -4,6 +4,7 @@ tests and the figures, from real classify stage outputs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def test_report_renders_tables_figures_and_paired_tests(tmp_path, monkeypatch):
         write_json(Path("metrics/scenarios") / f"{name}.json", m)
     write_json("metrics/fidelity.json", {"glioma": {"fid": 12.5}})
     summary = report_cmd(Path("metrics/scenarios"), Path("data/classify"), Path("reports"),
-                         fidelity_json=Path("metrics/fidelity.json"))
+                         fidelity_json=Path("metrics/fidelity.json"), synthetic_dir=Path("synthetic"),
+                         headline_json=Path("metrics/headline.json"))
     md = Path("reports/README.md").read_text()
     assert "DEMO numbers" in md
     assert "Compare with nothing: every scenario's classifier started from random weights" in md  # pretrained false
@@ -62,7 +64,21 @@ def test_report_renders_tables_figures_and_paired_tests(tmp_path, monkeypatch):
     for f in summary["figures"]:
         with Image.open(Path("reports") / f) as im:
             assert im.format == "PNG" and im.width > 100
-    assert sorted(summary["figures"]) == [f"fig{i}.png" for i in range(11, 18)]
+    assert sorted(summary["figures"]) == ["confusion.png"] + [f"fig{i}.png" for i in range(11, 18)] + ["samples.png"]
+    # the paper's order, not the alphabet: sections, then scenarios in the table and in the headline metrics
+    heads = [md.index(h) for h in ("## 1. Data", "## 2. Fidelity", "## 3. Classification", "## 4. Statistical")]
+    assert heads == sorted(heads)
+    rows = [ln.split(" | ")[0][2:] for ln in md.splitlines() if ln.startswith(tuple(f"| {n} | " for n in SCENARIOS))
+            and ln.count("|") == 13]
+    assert rows == list(SCENARIOS)  # baseline, s2_m33, s5_finetune, mini_r72, mini_s72
+    head = json.loads(Path("metrics/headline.json").read_text())
+    assert list(head["accuracy"]) == list(SCENARIOS) and head["accuracy"]["baseline"] == round(base["accuracy"]["mean"], 4)
+    assert head["profile"] == "demo" and head["compare_with_nothing"] is True
+    # report.html: one page that needs no other file: every figure inlined, nothing fetched
+    html = Path("reports/report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(summary["figures"])
+    assert re.findall(r'(?:src|href)="(?!data:)', html) == []
+    assert "<table>" in html and "DEMO numbers" in html
 
 
 def test_report_without_metrics_is_a_clear_error(tmp_path, monkeypatch):
