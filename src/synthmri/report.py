@@ -146,7 +146,7 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     ratio = _read(ratio_json)
     data = {k: _read(Path(data_metrics) / f"{k}.json") for k in ("ingest", "audit", "dedup", "preprocess")} \
         if data_metrics else {}
-    classes = RF._classes(metrics)
+    classes = RF.classes_of(metrics)
     out_dir.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}  # file in out_dir -> caption
 

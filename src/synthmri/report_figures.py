@@ -68,7 +68,7 @@ def _ref(ax, x, y, label: str, gid: str = PAPER_GID) -> None:
         ax.scatter(x, y, marker="D", s=22, color="black", zorder=5, gid=gid, label=label)
 
 
-def _classes(metrics: dict[str, dict]) -> list[str]:
+def classes_of(metrics: dict[str, dict]) -> list[str]:
     first = next(iter(metrics.values()), {})
     return list(first.get("per_class", {}))
 
@@ -108,7 +108,7 @@ def fig_classwise(metrics: dict[str, dict], group: str, number: int, paper: dict
     """Class-wise precision and recall (mean ± std) of the baseline and each scenario of `group`;
     `paper[(scenario, class, metric)]`: the paper's values (Table 5, §6.2.2's text)."""
     members = ([baseline] if baseline in metrics else []) + [n for n in metrics if group_of(metrics, n) == group]
-    classes = _classes(metrics)
+    classes = classes_of(metrics)
     fig = _figure(10, 4)
     axes = fig.subplots(1, 2, sharey=True)
     width = 0.8 / max(len(members), 1)
@@ -144,7 +144,7 @@ def fig15_f1(metrics: dict[str, dict], paper: dict[tuple[str, str], float], n_cl
     """Class-wise F1 over the scenarios (not mini); a line joins only the scenarios of one group (S2's three
     amounts, say), a gap separates groups. `paper[(scenario, class)]`: the paper's F1 (Table 5)."""
     names = [n for n in metrics if group_of(metrics, n) not in MINI_GROUPS]
-    classes = _classes(metrics)
+    classes = classes_of(metrics)
     pos, x, prev = {}, 0.0, None
     for n in names:
         g = group_of(metrics, n)
