@@ -10,6 +10,7 @@ read from the metrics files (random Inception or random classifier weights), not
 from __future__ import annotations
 
 import base64
+import html
 import math
 import re
 from pathlib import Path
@@ -574,7 +575,7 @@ def to_html(markdown: str, folder: Path, title: str) -> str:
     file opens offline in any browser, alone (a Markdown viewer would need the PNGs beside it)."""
     from markdown_it import MarkdownIt  # ships with rich, a dependency
 
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)  # text, never markup
 
     def inline(m: re.Match) -> str:
         f = Path(folder) / m.group(1)
@@ -583,5 +584,5 @@ def to_html(markdown: str, folder: Path, title: str) -> str:
         return f'src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}"'
 
     body = re.sub(r'src="([^"]+\.png)"', inline, body)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")
