@@ -4,6 +4,7 @@ tests and the figures, from real classify stage outputs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def test_report_renders_tables_figures_and_paired_tests(tmp_path, monkeypatch):
         write_json(Path("metrics/scenarios") / f"{name}.json", m)
     write_json("metrics/fidelity.json", {"glioma": {"fid": 12.5}})
     summary = report_cmd(Path("metrics/scenarios"), Path("data/classify"), Path("reports"),
-                         fidelity_json=Path("metrics/fidelity.json"))
+                         fidelity_json=Path("metrics/fidelity.json"), synthetic_dir=Path("synthetic"),
+                         headline_json=Path("metrics/headline.json"))
     md = Path("reports/README.md").read_text()
     assert "DEMO numbers" in md
     assert "Compare with nothing: every scenario's classifier started from random weights" in md  # pretrained false
@@ -62,7 +64,21 @@ def test_report_renders_tables_figures_and_paired_tests(tmp_path, monkeypatch):
     for f in summary["figures"]:
         with Image.open(Path("reports") / f) as im:
             assert im.format == "PNG" and im.width > 100
-    assert sorted(summary["figures"]) == [f"fig{i}.png" for i in range(11, 18)]
+    assert sorted(summary["figures"]) == ["confusion.png"] + [f"fig{i}.png" for i in range(11, 18)] + ["samples.png"]
+    # the paper's order, not the alphabet: sections, then scenarios in the table and in the headline metrics
+    heads = [md.index(h) for h in ("## 1. Data", "## 2. Fidelity", "## 3. Classification", "## 4. Statistical")]
+    assert heads == sorted(heads)
+    rows = [ln.split(" | ")[0][2:] for ln in md.splitlines() if ln.startswith(tuple(f"| {n} | " for n in SCENARIOS))
+            and ln.count("|") == 13]
+    assert rows == list(SCENARIOS)  # baseline, s2_m33, s5_finetune, mini_r72, mini_s72
+    head = json.loads(Path("metrics/headline.json").read_text())
+    assert list(head["accuracy"]) == list(SCENARIOS) and head["accuracy"]["baseline"] == round(base["accuracy"]["mean"], 4)
+    assert head["profile"] == "demo" and head["compare_with_nothing"] is True
+    # report.html: one page that needs no other file: every figure inlined, nothing fetched
+    html = Path("reports/report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(summary["figures"])
+    assert re.findall(r'(?:src|href)="(?!data:)', html) == []
+    assert "<table>" in html and "DEMO numbers" in html
 
 
 def test_report_without_metrics_is_a_clear_error(tmp_path, monkeypatch):
@@ -166,3 +182,72 @@ def test_random_weights_carry_the_banner_on_the_paper_profile(tmp_path, monkeypa
     assert "> **Compare with nothing: every scenario's classifier started from random weights " \
            "(`classify.model.pretrained: false`)" in md
     assert "random Inception" not in md
+
+
+# ---- the whole page: data, samples, memorisation, ratio and paired tests, from hand-made stage outputs -------
+
+
+def _data_metrics() -> None:
+    """metrics/{ingest,audit,dedup,preprocess}.json with chosen values, in the shapes those stages write."""
+    write_json("metrics/ingest.json", {"files": 12, "images": 10, "quarantined": 2,
+                                       "quarantine_reasons": {"truncated": 1, "not an image": 1},
+                                       "per_split_class": {"train": {c: 2 for c in CLASSES}, "test": {c: 1 for c in CLASSES}}})
+    train = {"colour_modes": {"L": 6, "RGB": 2}, "dimensions": {"distinct": 3, "most_common": [["160x160", 5]],
+                                                               "share_most_common": 0.625},
+             "blur": {"threshold": 50.0, "blurry": 1, "share": 0.125}}
+    write_json("metrics/audit.json", {**train, "per_split": {"train": train}})
+    write_json("metrics/dedup.json", {"train": {"images_with_duplicates": 2, "removed": 1},
+                                      "test": {"images_with_duplicates": 0, "removed": 0}, "cross_split": {"removed": 1},
+                                      "total": {"removed": 2}})
+    write_json("metrics/preprocess.json", {"train": {"total": 7}, "test": {"total": 4},
+                                           "table2": {"axial": {"glioma": 1, "meningioma": 2, "notumor": 1, "pituitary": 0},
+                                                      "coronal": {"glioma": 1, "meningioma": 0, "notumor": 0, "pituitary": 1},
+                                                      "sagittal": {"glioma": 0, "meningioma": 0, "notumor": 0, "pituitary": 1}},
+                                           "removed": {"duplicate": 2}})
+
+
+def test_the_page_has_every_section_with_its_numbers(tmp_path, monkeypatch):
+    _report(tmp_path, monkeypatch, "paper", random_inception=False)  # scenario and fidelity metrics
+    _data_metrics()
+    ratio = _scenario("ratio", "ratio", {}, 0.95)
+    write_json("metrics/ratio.json", {"ratio": 1.5, **ratio, "vs_baseline": {
+        "per_seed": {"33": {"a_only_correct": 1, "b_only_correct": 4, "p_value": 0.375}}, "seeds_p_below_0_05": 0,
+        "seeds": 1, "max_p": 0.375}})
+    for c in CLASSES:  # three generated images per class, and an audit and a memorisation plot
+        for i in range(3):
+            Path(f"data/synthetic/{c}").mkdir(parents=True, exist_ok=True)
+            Image.new("L", (16, 16), 40 * i).save(f"data/synthetic/{c}/{c}_{i:04d}.png")
+    for rel in ("plots/audit/dimensions.png", "plots/fidelity/memorisation_glioma.png"):
+        Path(rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (20, 10), 128).save(rel)
+    summary = report_cmd(Path("metrics/scenarios"), Path("data/classify"), Path("reports"),
+                         fidelity_json=Path("metrics/fidelity.json"), ratio_json=Path("metrics/ratio.json"),
+                         data_metrics=Path("metrics"), synthetic_dir=Path("data/synthetic"), plots_dir=Path("plots"),
+                         headline_json=Path("metrics/headline.json"))
+    md = Path("reports/README.md").read_text()
+    # data: ingest, the audit and dedup beside the paper's §3-4 numbers, Table 2 with the paper's in brackets
+    assert "12 files found, 10 images, 2 quarantined (truncated: 1, not an image: 1)." in md
+    assert "| RGB images (converted to grayscale) | 2 | 92 |" in md
+    assert "| most common size (share) | 160x160 (62.5%) | 512x512 (69.2%) |" in md
+    assert "| blurry (Laplacian variance < 50) | 1 (12.5%) | 1389 (24.3%, threshold 50) |" in md
+    assert "| Training images removed as duplicates | 1 | 207 |" in md
+    assert "| sagittal | 0 (232) | 0 (315) | 0 (60) | 1 (256) | 1 (863) |" in md
+    assert "| Σ | 2 (867) | 2 (802) | 1 (817) | 2 (721) | 7 (3207) |" in md
+    # fidelity: memorisation rows; classification: the ratio beside the baseline; the paired tests
+    assert "| ours: generated vs Training | 60.00 | 70.00 | — | — | — |" in md
+    assert "| 1.5 | 40 | 0.950 ± 0.010 | [0.930, 0.970] |" in md
+    assert "| 0 (baseline) | 40 | 0.920 ± 0.010 | [0.900, 0.940] |" in md
+    assert "| ratio | +0.030 | 33: 1 / 4 (0.375) | 0/1 |" in md
+    order = [md.index(s) for s in ("## 1. Data", "Table 2", "## 2. Fidelity", "Table 3", "(samples.png)",
+                                   "Memorisation", "(memorisation_glioma.png)", "## 3. Classification", "Table 5",
+                                   "(fig11.png)", "(fig17.png)", "(confusion.png)", "(ratio.png)", "## 4. Statistical")]
+    assert order == sorted(order)
+    assert sorted(summary["figures"]) == sorted(["audit_dimensions.png", "confusion.png", "memorisation_glioma.png",
+                                                 "ratio.png", "samples.png"] + [f"fig{i}.png" for i in range(11, 18)])
+    html = Path("reports/report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(summary["figures"])
+    head = json.loads(Path("metrics/headline.json").read_text())
+    assert head["data"] == {"images": 10, "quarantined": 2, "blur_threshold": 50.0, "blurry": 1, "duplicates_removed": 2,
+                            "train_images": 7, "test_images": 4}
+    assert head["ratio"] == {"ratio": 1.5, "accuracy": 0.95, "macro_f1": 0.95}
+    assert list(head["accuracy"]) == ["baseline", "s2_m20", "s3_mg10", "s3_mg33", "mini_r72"]

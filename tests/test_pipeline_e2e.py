@@ -348,13 +348,14 @@ def test_one_param_reruns_only_its_readers(demo_run, tmp_path, venv_env):
     repo = private_copy(demo_run.repo, tmp_path / "repo")
     before = (repo / "data/interim/dedup.csv").read_bytes()
     out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "audit.blur_threshold=80"], repo, venv_env)
-    assert ran(out) == {"audit"}, out  # lap_var is stored raw: the threshold changes only metrics
+    assert ran(out) == {"audit", "report"}, out  # lap_var is stored raw: the threshold changes only metrics (and the report)
     assert (repo / "data/interim/dedup.csv").read_bytes() == before
 
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, venv_env, stdout_only=True))
     thresholds = {
-        rev["data"]["metrics"]["metrics/audit.json"]["data"]["blur"]["threshold"]
+        rev["data"]["metrics"]["metrics/headline.json"]["data"]["data"]["blur_threshold"]
         for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]
     }
-    assert 80.0 in thresholds  # `dvc exp show` lists the variant with its own metrics
-    assert shown[0]["data"]["metrics"]["metrics/audit.json"]["data"]["blur"]["threshold"] == 80.0  # workspace
+    assert 80.0 in thresholds  # `dvc exp show` lists the variant with its own headline metrics
+    assert list(shown[0]["data"]["metrics"]) == ["metrics/headline.json"]  # the one narrow metrics file
+    assert shown[0]["data"]["metrics"]["metrics/headline.json"]["data"]["data"]["blur_threshold"] == 80.0  # workspace

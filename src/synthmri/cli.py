@@ -262,13 +262,21 @@ def report(
     predictions_dir: Annotated[Path, typer.Argument(help="data/classify")],
     out_dir: Annotated[Path, typer.Argument(help="reports/")],
     fidelity_json: Annotated[Path | None, typer.Option("--fidelity", help="metrics/fidelity.json, if computed")] = None,
+    ratio_json: Annotated[Path | None, typer.Option("--ratio", help="metrics/ratio.json, if computed")] = None,
+    data_metrics: Annotated[Path | None, typer.Option(
+        "--data-metrics", help="folder of ingest/audit/dedup/preprocess .json (metrics/)")] = None,
+    synthetic_dir: Annotated[Path | None, typer.Option("--synthetic", help="data/synthetic (sample images)")] = None,
+    plots_dir: Annotated[Path | None, typer.Option("--plots", help="plots/ (audit/*.png, fidelity/memorisation_*.png)")] = None,
+    headline: Annotated[Path | None, typer.Option("--headline", help="where to write the headline metrics JSON")] = None,
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
 ):
-    """Tables in the shape of the paper's Tables 3-6 beside its numbers, and Figures 11-17."""
+    """One report page in the paper's order: data, fidelity, classification (Tables 2-6, Figures 10-17), paired tests."""
     from synthmri.report_command import report_cmd
 
-    _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, metrics=metrics)
+    _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, ratio_json=ratio_json,
+         data_metrics=data_metrics, synthetic_dir=synthetic_dir, plots_dir=plots_dir, headline_json=headline,
+         metrics=metrics)
 
 
 @app.command()

@@ -9,13 +9,17 @@ read from the metrics files (random Inception or random classifier weights), not
 
 from __future__ import annotations
 
+import base64
+import html
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from synthmri import report_figures as RF
 from synthmri.classify import stats as S
 from synthmri.classify.config import ClassifyParams
 from synthmri.fidelity import metrics as FM
@@ -71,9 +75,20 @@ NOTEBOOK_PER_SEED = {  # accuracy per seed (33, 66, 99)
     "baseline": (0.93, 0.93, 0.94), "s1_balance": (0.90, 0.93, 0.91), "s4_200": (0.93, 0.87, 0.94),
     "s6_synthetic": (0.80, 0.76, 0.77),
 }
+# ---- the paper's data (§3, §4.1, Table 2), training set
+PAPER_AUDIT = {"rgb": 92, "distinct_sizes": 382, "most_common": "512x512", "most_common_share": 0.692,
+               "blurry": 1389, "blurry_share": 0.243, "blur_threshold": 50}
+PAPER_DEDUP = {"train_images_with_duplicates": 155, "train_removed": 207, "test_images_with_duplicates": 21,
+               "test_removed": 30}
+PAPER_TABLE2 = {  # plane -> class -> training images after preprocessing
+    "sagittal": {"glioma": 232, "meningioma": 315, "pituitary": 256, "notumor": 60},
+    "axial": {"glioma": 322, "meningioma": 233, "pituitary": 223, "notumor": 757},
+    "coronal": {"glioma": 313, "meningioma": 254, "pituitary": 242, "notumor": 0},
+}
 FIGURES = {"fig11": "accuracy over scenarios", "fig12": "S2 precision/recall", "fig13": "S3 precision/recall",
            "fig14": "S4 precision/recall", "fig15": "F1 per class", "fig16": "S5 confusion matrices",
-           "fig17": "mini-classification"}
+           "fig17": "mini-classification", "confusion": "confusion matrix of every scenario",
+           "ratio": "accuracy against the real:synthetic ratio", "samples": "generated images per class"}
 
 
 def _pm(block: dict | None, key: str | None = None, digits: int = 3) -> str:
@@ -104,20 +119,37 @@ def load_results(metrics_dir: Path, predictions_dir: Path) -> tuple[dict[str, di
 
 
 def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: ClassifyParams, *,
-                 fidelity_json: Path | None = None, profile: str = "") -> dict[str, Any]:
-    """Write `out_dir/README.md`, `out_dir/paired_tests.json` and `out_dir/fig*.png`; return a summary."""
+                 fidelity_json: Path | None = None, profile: str = "", ratio_json: Path | None = None,
+                 data_metrics: Path | None = None, synthetic_dir: Path | None = None, plots_dir: Path | None = None,
+                 headline_json: Path | None = None) -> dict[str, Any]:
+    """Write `out_dir/report.html` (one self-contained page: every figure embedded), the same text as
+    `out_dir/README.md` beside its PNGs, `out_dir/paired_tests.json`, and `headline_json` (the few numbers
+    `dvc exp show` lists); return a summary.
+
+    Sections follow the paper: data (§3-4: `data_metrics`' ingest/audit/dedup/preprocess JSON, `plots_dir`/audit),
+    fidelity (§6.1: `fidelity_json`, samples from `synthetic_dir`, `plots_dir`/fidelity's memorisation pairs),
+    classification (§6.2: scenarios in the paper's order, `ratio_json`), then the paired tests.
+    """
     from synthmri.classify.run import paired_vs_baseline
 
     metrics, preds = load_results(metrics_dir, predictions_dir)
     if not metrics:
         raise FileNotFoundError(f"no scenario metrics in {metrics_dir} (run the classify stages first)")
+    metrics = {n: metrics[n] for n in RF.scenario_order(metrics, cfg.scenarios)}  # the paper's order, not A-Z
     out_dir = Path(out_dir)
     paired = {}
     if BASELINE in preds:
         for name, p in preds.items():
             if name != BASELINE:
                 paired[name] = paired_vs_baseline(p, preds[BASELINE])
-    fidelity = read_json(fidelity_json) if fidelity_json and Path(fidelity_json).is_file() else None
+    paired = {n: paired[n] for n in metrics if n in paired}
+    fidelity = _read(fidelity_json)
+    ratio = _read(ratio_json)
+    data = {k: _read(Path(data_metrics) / f"{k}.json") for k in ("ingest", "audit", "dedup", "preprocess")} \
+        if data_metrics else {}
+    classes = RF.classes_of(metrics)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images: dict[str, str] = {}  # file in out_dir -> caption
 
     lines = ["# Results beside the paper", ""]
     banner = weights_banner(fidelity, metrics)  # from the metrics files, whatever the profile
@@ -131,20 +163,80 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
               f"{', '.join(pretrained)}), paper_as_coded: {cfg.paper_as_coded}. Values are mean ± sample std over seeds; "
               "CI = 95% bootstrap over test images of the seed-averaged value; McNemar = exact paired test against the "
               "baseline on the same test images, per seed (beyond the paper). Reference columns say their source: "
-              "**paper** (its tables and §6 text) or **notebooks** (the study's code outputs, not in the paper).", ""]
-    lines += _fidelity_tables(fidelity)
-    lines += _table5(metrics.get(BASELINE))
-    lines += _scenario_table(metrics, paired)
-    lines += _classwise_table(metrics)
-    lines += _table6(metrics)
-    lines += ["## Figures", ""] + [f"- `{k}.png`: {v}" for k, v in FIGURES.items()] + [""]
-    out_dir.mkdir(parents=True, exist_ok=True)
+              "**paper** (its tables and §6 text) or **notebooks** (the study's code outputs, not in the paper).", "",
+              "Contents: 1. Data · 2. Fidelity · 3. Classification · 4. Statistical comparisons. "
+              "Figures: a dashed line marks chance (1/number of classes); black diamonds, the paper's (or the "
+              "notebooks') values where they publish one.", ""]
+
+    def figure(name: str, fig, caption: str) -> None:
+        images[_save(fig, out_dir / f"{name}.png")] = caption
+        lines.extend([f"![{caption}]({name}.png)", "", f"*{caption}*", ""])
+
+    def copy(src: Path, name: str, caption: str) -> None:
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_bytes(src.read_bytes())
+        images[name] = caption
+        lines.extend([f"![{caption}]({name})", "", f"*{caption}*", ""])
+
+    # 1. data (paper §3-4)
+    lines += ["## 1. Data (paper §3-4)", ""] + _data_tables(data, classes)
+    audit_plots = Path(plots_dir) / "audit" if plots_dir else None
+    for f in sorted(audit_plots.glob("*.png")) if audit_plots and audit_plots.is_dir() else []:
+        copy(f, f"audit_{f.name}", f"Audit (paper §3): {f.stem.replace('_', ' ')}")
+
+    # 2. fidelity (paper §5.1.3, §6.1)
+    lines += ["## 2. Fidelity of the generated images (paper §6.1)", ""] + _demote(_fidelity_tables(fidelity))
+    if synthetic_dir and Path(synthetic_dir).is_dir():
+        figure("samples", RF.fig_samples(Path(synthetic_dir), classes or list(PAPER_FID)),
+               "Generated images, the first six of each class's generator (paper's Figure 10)")
+    lines += _memorisation_table(fidelity)
+    mem_plots = Path(plots_dir) / "fidelity" if plots_dir else None
+    for f in sorted(mem_plots.glob("memorisation_*.png")) if mem_plots and mem_plots.is_dir() else []:
+        copy(f, f.name, f"Closest synthetic-real pairs, {f.stem.split('_', 1)[1]} (near copies are marked COPY)")
+
+    # 3. classification (paper §6.2)
+    lines += ["## 3. Classification (paper §6.2)", ""]
+    lines += _demote(_table5(metrics.get(BASELINE)) + _scenario_table(metrics, paired) + _classwise_table(metrics)
+                     + _table6(metrics))
+    figs = RF.render(metrics, _figure_refs(), len(classes) or len(PAPER_FID))
+    for name, caption in (("fig11", "Figure 11: accuracy per scenario"),
+                          ("fig12", "Figure 12: class-wise precision and recall, baseline vs Scenario 2"),
+                          ("fig13", "Figure 13: class-wise precision and recall, baseline vs Scenario 3"),
+                          ("fig14", "Figure 14: class-wise precision and recall, baseline vs Scenario 4"),
+                          ("fig15", "Figure 15: class-wise F1 over the scenarios"),
+                          ("fig16", "Figure 16: Scenario 5's confusion matrices before and after fine-tuning"),
+                          ("fig17", "Figure 17: the mini-classification, real only vs 72 real + synthetic"),
+                          ("confusion", "Confusion matrix of every scenario")):
+        figure(name, figs[name], caption)
+    lines += ["### The real:synthetic ratio sweep", ""] + _ratio_lines(ratio, metrics.get(BASELINE))
+    if ratio is not None:
+        points = ([(0.0, metrics[BASELINE][S.ACCURACY])] if BASELINE in metrics else []) \
+            + [(float(ratio["ratio"]), ratio[S.ACCURACY])]
+        figure("ratio", RF.fig_ratio(points, len(classes) or len(PAPER_FID)),
+               "Accuracy against synthetic images per real image, 95% bootstrap CIs (0: the baseline)")
+
+    # 4. statistical comparisons
+    lines += ["## 4. Statistical comparisons (beyond the paper)", ""] + _stats_lines(metrics, paired, ratio)
+
+    text = "\n".join(lines) + "\n"
     with atomic_path(out_dir / "README.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(text)
+    with atomic_path(out_dir / "report.html") as tmp:
+        tmp.write_text(to_html(text, out_dir, title=f"synthmri report ({profile or 'unknown profile'})"))
     write_json(out_dir / "paired_tests.json", paired)
-    figures = _figures(metrics, out_dir)
-    return {"scenarios": len(metrics), "paired_tests": len(paired), "figures": figures,
+    if headline_json is not None:
+        write_json(headline_json, headline(metrics, fidelity, ratio, data, profile, banner))
+    return {"scenarios": len(metrics), "paired_tests": len(paired), "figures": sorted(images),
             "baseline_accuracy": metrics.get(BASELINE, {}).get(S.ACCURACY, {}).get("mean")}
+
+
+def _read(path: Path | None) -> Any:
+    return read_json(path) if path and Path(path).is_file() else None
+
+
+def _demote(lines: list[str]) -> list[str]:
+    """The paper's tables one heading level down, under the report's sections."""
+    return ["#" + ln if ln.startswith("#") else ln for ln in lines]
 
 
 # ---- tables -----------------------------------------------------------------------------------
@@ -304,94 +396,193 @@ def _table6(metrics: dict[str, dict]) -> list[str]:
     return out
 
 
-# ---- figures ----------------------------------------------------------------------------------
+
+
+# ---- data, memorisation, ratio and the paired tests ---------------------------------------------------------
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _cell(v: Any, digits: int = 3) -> str:
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+    return "—" if v is None else str(v)
+
+
+def _data_tables(data: dict[str, Any], classes: list[str]) -> list[str]:
+    """Ingest counts, the audit (§3) and dedup (§4.1) beside the paper's training-set numbers, and Table 2."""
+    if not any(data.values()):
+        return ["(no data-stage metrics were given to the report)", ""]
+    ing, aud, ded, pre = (data.get(k) or {} for k in ("ingest", "audit", "dedup", "preprocess"))
+    tr = _get(aud, "per_split.train") or aud  # the paper audited the Training split
+    common = (_get(tr, "dimensions.most_common") or [[None]])[0]
+    share = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    out = ["### The data as ingested", "",
+           f"{_cell(ing.get('files'))} files found, {_cell(ing.get('images'))} images, "
+           f"{_cell(ing.get('quarantined'))} quarantined "
+           f"({', '.join(f'{k}: {v}' for k, v in (ing.get('quarantine_reasons') or {}).items()) or 'none'}).", ""]
+    per = ing.get("per_split_class") or {}
+    if per:
+        cols = classes or sorted({c for v in per.values() for c in v})
+        out += ["| split | " + " | ".join(cols) + " | Σ |", "|---" * (len(cols) + 2) + "|"]
+        for split, counts in per.items():
+            out.append(_row(split, [_cell(counts.get(c, 0)) for c in cols] + [_cell(sum(counts.values()))]))
+        out.append("")
+    out += ["### The audit (paper §3) and duplicates (paper §4.1), Training split", "",
+            "| measure | ours | paper |", "|---|---|---|",
+            f"| RGB images (converted to grayscale) | {_cell(_get(tr, 'colour_modes.RGB') or 0)} | {PAPER_AUDIT['rgb']} |",
+            f"| distinct image sizes | {_cell(_get(tr, 'dimensions.distinct'))} | {PAPER_AUDIT['distinct_sizes']} |",
+            f"| most common size (share) | {common[0] or '—'} ({share(_get(tr, 'dimensions.share_most_common'))}) | "
+            f"{PAPER_AUDIT['most_common']} ({share(PAPER_AUDIT['most_common_share'])}) |",
+            f"| blurry (Laplacian variance < {_cell(_get(tr, 'blur.threshold'))}) | {_cell(_get(tr, 'blur.blurry'))} "
+            f"({share(_get(tr, 'blur.share'))}) | {PAPER_AUDIT['blurry']} ({share(PAPER_AUDIT['blurry_share'])}, "
+            f"threshold {PAPER_AUDIT['blur_threshold']}) |",
+            f"| Training images with a duplicate | {_cell(_get(ded, 'train.images_with_duplicates'))} | "
+            f"{PAPER_DEDUP['train_images_with_duplicates']} |",
+            f"| Training images removed as duplicates | {_cell(_get(ded, 'train.removed'))} | {PAPER_DEDUP['train_removed']} |",
+            f"| Testing images with a duplicate | {_cell(_get(ded, 'test.images_with_duplicates'))} | "
+            f"{PAPER_DEDUP['test_images_with_duplicates']} |",
+            f"| Testing images removed as duplicates | {_cell(_get(ded, 'test.removed'))} | {PAPER_DEDUP['test_removed']} |",
+            f"| Training copies of Testing images removed (beyond the paper) | {_cell(_get(ded, 'cross_split.removed'))} | — |",
+            ""]
+    t2 = pre.get("table2")
+    if isinstance(t2, dict):
+        cols = classes or list(PAPER_TABLE5)
+        planes = [p for p in PAPER_TABLE2 if p in t2] + [p for p in t2 if p not in PAPER_TABLE2]
+        out += ["### Table 2: the final Training set per plane and class, ours (paper)", "",
+                "| plane | " + " | ".join(cols) + " | Σ |", "|---" * (len(cols) + 2) + "|"]
+
+        def cell(ours: int, paper: int | None) -> str:
+            return f"{ours} ({paper})" if paper is not None else str(ours)
+
+        for p in planes:
+            ours, paper = t2[p], PAPER_TABLE2.get(p, {})
+            out.append(_row(p, [cell(ours.get(c, 0), paper.get(c)) for c in cols]
+                            + [cell(sum(ours.get(c, 0) for c in cols), sum(paper.values()) if paper else None)]))
+        totals = [cell(sum(t2[p].get(c, 0) for p in planes), sum(PAPER_TABLE2[p][c] for p in PAPER_TABLE2)
+                       if c in PAPER_TABLE5 else None) for c in cols]
+        grand = sum(sum(t2[p].get(c, 0) for c in cols) for p in planes)
+        out += [_row("Σ", totals + [cell(grand, sum(sum(v.values()) for v in PAPER_TABLE2.values()))]), "",
+                f"Testing images kept: {_cell(_get(pre, 'test.total'))}; removed by preprocessing: "
+                + (", ".join(f"{k} {v}" for k, v in (pre.get("removed") or {}).items()) or "none") + ".", ""]
+    return out
+
+
+def _memorisation_table(fidelity: Any) -> list[str]:
+    classes = [c for c in PAPER_FID if isinstance(fidelity, dict) and isinstance(fidelity.get(c), dict)]
+    out = ["### Memorisation: generated images near a training image (beyond the paper)", ""]
+    if not classes:
+        return out + ["(no fidelity metrics)", ""]
+    out += ["| class | generated | near copies (pixels) | share | criterion | near copies (features) | "
+            "median nearest-real MSE, generated | same, real Testing |", "|---|---|---|---|---|---|---|---|"]
+    for c in classes:
+        m = fidelity[c].get("memorisation") or {}
+        px, ft = m.get("pixel") or {}, m.get("feature") or {}
+        out.append(f"| {c} | {_cell(m.get('images'))} | {_cell(px.get('near_copies'))} | {_cell(px.get('share'))} | "
+                   f"{px.get('criterion', '—')} | {_cell(ft.get('near_copies'))} | {_cell(px.get('nearest_mse_median'))} | "
+                   f"{_cell(px.get('real_test_nearest_mse_median'))} |")
+    return out + ["", "A real Testing image's distance to its nearest Training image is the scale: generated images "
+                      "much closer than that are suspect.", ""]
+
+
+def _figure_refs() -> dict[str, Any]:
+    """The reference values each figure marks: the paper's (§6.2, Table 5, §6.2.2) and the notebooks' (mini)."""
+    classwise = {(BASELINE, c, m): v[i] for c, v in PAPER_TABLE5.items() for i, m in enumerate((S.PRECISION, S.RECALL))}
+    classwise |= {(names[0], c, m): v for names, c, m, v, _ in PAPER_CLASSWISE if len(names) == 1}
+    return {"accuracy": PAPER_ACCURACY, "classwise": classwise,
+            "f1": {(BASELINE, c): v[2] for c, v in PAPER_TABLE5.items()},
+            "mini": {n: v[0] for n, v in NOTEBOOK_ACCURACY.items()}}
+
+
+def _ratio_lines(ratio: dict | None, base: dict | None) -> list[str]:
+    if ratio is None:
+        return ["(the ratio stage has not run)", ""]
+    out = ["| synthetic per real image | training images | accuracy | CI | macro F1 | CI |", "|---|---|---|---|---|---|"]
+    if base is not None:
+        out.append(f"| 0 (baseline) | {base['train_images']} | {_pm(base, S.ACCURACY)} | {_ci(base[S.ACCURACY])} | "
+                   f"{_pm(base, S.MACRO_F1)} | {_ci(base[S.MACRO_F1])} |")
+    out.append(f"| {ratio['ratio']:g} | {ratio.get('train_images', '—')} | {_pm(ratio, S.ACCURACY)} | "
+               f"{_ci(ratio[S.ACCURACY])} | {_pm(ratio, S.MACRO_F1)} | {_ci(ratio[S.MACRO_F1])} |")
+    return out + ["", "One run measures one ratio (`dvc exp run -S ratio=2`); `dvc plots diff` over the experiments "
+                      "draws the whole curve from `plots/ratio.csv`.", ""]
+
+
+def _stats_lines(metrics: dict[str, dict], paired: dict[str, dict], ratio: dict | None) -> list[str]:
+    base = metrics.get(BASELINE)
+    out = ["Each scenario against the baseline on the same test images: the exact McNemar test per seed "
+           "(discordant pairs: images only the baseline got right, only the scenario got right), and the difference "
+           "of mean accuracy. With several seeds and scenarios, read p-values as a screen, not a verdict.", "",
+           "| scenario | Δ accuracy vs baseline | per seed: baseline-only / scenario-only correct (p) | seeds p<0.05 |",
+           "|---|---|---|---|"]
+    rows = list(paired.items()) + ([("ratio", ratio["vs_baseline"])] if ratio and "vs_baseline" in ratio else [])
+    for name, pt in rows:
+        m = ratio if name == "ratio" else metrics[name]
+        delta = "—" if base is None else f"{m[S.ACCURACY]['mean'] - base[S.ACCURACY]['mean']:+.3f}"
+        seeds = "; ".join(f"{s}: {v['a_only_correct']} / {v['b_only_correct']} ({v['p_value']:.3g})"
+                          for s, v in pt["per_seed"].items())
+        out.append(f"| {name} | {delta} | {seeds or '—'} | {pt['seeds_p_below_0_05']}/{pt['seeds']} |")
+    if not rows:
+        out.append("| (no baseline predictions to pair with) | — | — | — |")
+    return out + [""]
+
+
+def headline(metrics: dict[str, dict], fidelity: Any, ratio: dict | None, data: dict[str, Any], profile: str,
+             banner: str | None) -> dict[str, Any]:
+    """The few numbers `dvc exp show` lists (metrics/headline.json); the detail stays in each stage's file."""
+    r = lambda v: round(v, 4) if isinstance(v, float) else v  # noqa: E731
+    summary = fidelity.get("summary", {}) if isinstance(fidelity, dict) else {}
+    out: dict[str, Any] = {"profile": profile, "compare_with_nothing": banner is not None}
+    aud = _get(data.get("audit"), "per_split.train") or data.get("audit") or {}
+    out["data"] = {k: v for k, v in {
+        "images": _get(data.get("ingest"), "images"), "quarantined": _get(data.get("ingest"), "quarantined"),
+        "blur_threshold": _get(aud, "blur.threshold"), "blurry": _get(aud, "blur.blurry"),
+        "duplicates_removed": _get(data.get("dedup"), "total.removed"),
+        "train_images": _get(data.get("preprocess"), "train.total"),
+        "test_images": _get(data.get("preprocess"), "test.total")}.items() if v is not None}
+    out["fidelity"] = {k: r(summary[k]) for k in ("fid_mean", "fid_real_floor_mean", "fid_real_floor_resampled_mean",
+                                                  "kid_mean", "memorised_share") if k in summary}
+    out["accuracy"] = {n: r(m[S.ACCURACY]["mean"]) for n, m in metrics.items()}
+    out["macro_f1"] = {n: r(m[S.MACRO_F1]["mean"]) for n, m in metrics.items()}
+    if ratio is not None:
+        out["ratio"] = {"ratio": ratio["ratio"], "accuracy": r(ratio[S.ACCURACY]["mean"]),
+                        "macro_f1": r(ratio[S.MACRO_F1]["mean"])}
+    return out
+
+
+# ---- files: PNG figures and the one self-contained page ------------------------------------------------------
 
 
 def _save(fig, path: Path) -> str:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path.name
 
 
-def _figures(metrics: dict[str, dict], out_dir: Path) -> list[str]:
-    import matplotlib
+_CSS = ("body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em;line-height:1.4}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #bbb;padding:2px 6px}"
+        "blockquote{background:#fff3cd;border-left:4px solid #e0a800;margin:1em 0;padding:.3em 1em}"
+        "img{max-width:100%}code{background:#f4f4f4}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    written = []
-    by_group: dict[str, list[str]] = {}
-    for name, m in metrics.items():
-        by_group.setdefault(m.get("group") or name, []).append(name)
-    label = lambda n: metrics[n].get("label") or n  # noqa: E731
+def to_html(markdown: str, folder: Path, title: str) -> str:
+    """The Markdown as one HTML page with each image it names from `folder` inlined as a data URI: the
+    file opens offline in any browser, alone (a Markdown viewer would need the PNGs beside it)."""
+    from markdown_it import MarkdownIt  # ships with rich, a dependency
 
-    # Figure 11: accuracy over scenarios (mean ± std)
-    names = [n for n in metrics if not n.startswith("mini")]
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names)), 3.5))
-    acc = [metrics[n][S.ACCURACY] for n in names]
-    ax.bar(range(len(names)), [a["mean"] for a in acc], yerr=[a["std"] for a in acc], capsize=3, color="#4c72b0")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    written.append(_save(fig, out_dir / "fig11.png"))
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)  # text, never markup
 
-    # Figures 12-14: class-wise precision and recall, baseline vs each group
-    for fig_name, group in (("fig12", "S2"), ("fig13", "S3"), ("fig14", "S4")):
-        members = ([BASELINE] if BASELINE in metrics else []) + by_group.get(group, [])
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, metric in zip(axes, (S.PRECISION, S.RECALL)):
-            if members:
-                classes = list(metrics[members[0]]["per_class"])
-                width = 0.8 / len(members)
-                for j, n in enumerate(members):
-                    pc = metrics[n]["per_class"]
-                    ax.bar(np.arange(len(classes)) + j * width, [pc[c][metric]["mean"] for c in classes], width,
-                           yerr=[pc[c][metric]["std"] for c in classes], capsize=2, label=label(n))
-                ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
-            ax.set_title(f"{metric} (avg with std)")
-            ax.set_ylim(0, 1.05)
-        axes[0].legend(fontsize=7)
-        written.append(_save(fig, out_dir / f"{fig_name}.png"))
+    def inline(m: re.Match) -> str:
+        f = Path(folder) / m.group(1)
+        if not f.is_file() or "/" in m.group(1):
+            return m.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}"'
 
-    # Figure 15: F1 per class over scenarios
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names)), 3.5))
-    if names:
-        for c in metrics[names[0]]["per_class"]:
-            ax.plot(range(len(names)), [metrics[n]["per_class"][c][S.F1]["mean"] for n in names], marker="o", label=c)
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("F1")
-    ax.legend(fontsize=7)
-    written.append(_save(fig, out_dir / "fig15.png"))
-
-    # Figure 16: confusion matrices before / after fine-tuning (mean row-normalised rates)
-    ft = next((m for m in metrics.values() if "before" in m and "after" in m), None)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
-    if ft is not None:
-        classes = list(ft["before"]["per_class"])
-        for ax, phase in zip(axes, ("before", "after")):
-            cm = np.asarray(ft[phase]["confusion_rate_mean"])
-            ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
-            for i in range(len(classes)):
-                for j in range(len(classes)):
-                    ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
-            ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
-            ax.set_yticks(range(len(classes)), classes, fontsize=7)
-            ax.set_title("initial" if phase == "before" else "fine-tuned")
-    written.append(_save(fig, out_dir / "fig16.png"))
-
-    # Figure 17: mini-classification, real only vs 72 real + synthetic
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for group, marker in (("mini-real", "o"), ("mini-mixed", "s")):
-        members = by_group.get(group, [])
-        if members:
-            x = [sum(v["real"] + v["synthetic"] for v in metrics[n]["train_counts"].values()) for n in members]
-            a = [metrics[n][S.ACCURACY] for n in members]
-            ax.errorbar(x, [v["mean"] for v in a], yerr=[v["std"] for v in a], marker=marker, capsize=3, label=group)
-    ax.set_xlabel("training images")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
-    written.append(_save(fig, out_dir / "fig17.png"))
-    return written
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")
