@@ -51,7 +51,7 @@ PEAK_BF16_TFLOPS = [("GH200", 989.0), ("H200", 989.0), ("H100 PCIe", 756.0), ("H
                     ("H100", 989.0), ("H800", 989.0), ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0),
                     ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0)]
 
-# The paper's workload where params.yaml cannot say it (PAPER_CODE.md, read from the paper's code):
+# The paper's workload where params.yaml cannot say it (docs/paper_as_coded.md, read from the paper's code):
 GENERATOR_TRAIN_IMAGES = {"glioma": 555, "meningioma": 558, "notumor": 653, "pituitary": 534}  # plane-balanced, 80 %
 NOTUMOR_REAL = 817  # Table 2: notumor is not balanced, all 817 kept (the tumour classes' counts are in params)
 TEST_IMAGES = 1024  # preprocessed Testing images
