@@ -35,19 +35,26 @@ _DISK_ERRORS = {
 }
 
 
+def _error(message: str) -> None:
+    """One `error:` line: never wrapped at the terminal's width, brackets in it printed as they are."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _run(fn, *args, metrics: Path | None = None, **kwargs):
     try:
         result = fn(*args, **kwargs)
         if metrics is not None and result is not None:
             write_json(metrics, result)
     except (StageError, FileNotFoundError, NotADirectoryError, ValueError) as e:  # ParamsError, ImageError: ValueErrors
-        err.print(f"[bold red]error:[/] {e}")
+        _error(str(e))
         raise typer.Exit(2) from None
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
         where = f": {e.filename}" if e.filename else ""  # atomic writes name their temporary beside the target
-        err.print(f"[bold red]error:[/] {e.strerror}{where} ({_DISK_ERRORS[e.errno]})", highlight=False)
+        _error(f"{e.strerror}{where} ({_DISK_ERRORS[e.errno]})")
         raise typer.Exit(2) from None
     return result
 
@@ -131,23 +138,9 @@ def params_cmd(
     conf_dir: Annotated[Path, typer.Option("--conf", help="Hydra config folder")] = Path("conf"),
 ):
     """Write params.yaml from conf/ and a profile, as `dvc exp run -S profile=...` would."""
-    from synthmri.profiles import compose
+    from synthmri.profiles import write_params
 
-    _run(compose, overrides or [], out, conf_dir)
-    for section in P.SECTIONS:  # refuse a composition the stages would refuse
-        _run(P.load, section, out)
-    from synthmri.generative.config import load_generate, load_generator
-
-    data = P.read_params(out)
-    _run(load_generator, data.get("generator"))
-    _run(load_generate, data.get("generate"))
-    from synthmri.classify.config import load_classify, load_ratio
-
-    _run(load_classify, data.get("classify"))
-    _run(load_ratio, data.get("ratio", 0))
-    from synthmri.fidelity.config import load_fidelity
-
-    _run(load_fidelity, data.get("fidelity"))
+    _run(write_params, overrides or [], out, conf_dir)  # checked as every stage will, then written atomically
     err.print(f"wrote {out} ({' '.join(overrides or []) or 'profile=paper'})")
 
 

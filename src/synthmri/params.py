@@ -258,7 +258,11 @@ def build(cls: type, raw: Any, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1, cutoff=0.6)
+        hint = f" (did you mean {where}.{close[0]}?)" if close else ""
+        raise ParamsError(f"{where}: unknown key(s) {unknown}{hint}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
     try:
         return cls(**kwargs)
