@@ -42,10 +42,14 @@ def _error(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _run(fn, *args, metrics: Path | None = None, **kwargs):
+def _run(fn, *args, metrics: Path | None = None, params: Path | None = None, **kwargs):
+    """`fn(*args, **kwargs)`, its result written to `metrics` with the provenance read from `params`
+    (the profile and raw data it ran on); an error a user can fix becomes one line and exit status 2."""
     try:
         result = fn(*args, **kwargs)
         if metrics is not None and result is not None:
+            if params is not None:
+                result = {**result, P.PROVENANCE: P.provenance(P.read_params(params))}
             write_json(metrics, result)
     except (StageError, FileNotFoundError, NotADirectoryError, ValueError) as e:  # ParamsError, ImageError: ValueErrors
         _error(str(e))
@@ -88,7 +92,8 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes, metrics=metrics)
+    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -102,7 +107,8 @@ def audit(
     """Paper §3: colour modes, dimensions, blur, imaging plane and intensity histograms."""
     from synthmri.data.audit import audit as run
 
-    _run(run, manifest, out_csv, plots_dir, _load("audit", params), _load("data", params).classes, metrics=metrics)
+    _run(run, manifest, out_csv, plots_dir, _load("audit", params), _load("data", params).classes,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -115,7 +121,7 @@ def dedup(
     """Paper §4.1: duplicate groups within Training, within Testing and across them (difPy's criterion)."""
     from synthmri.data.dedup import dedup as run
 
-    _run(run, manifest, out_csv, _load("dedup", params), metrics=metrics)
+    _run(run, manifest, out_csv, _load("dedup", params), metrics=metrics, params=params)
 
 
 @app.command()
@@ -128,7 +134,8 @@ def preprocess(
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
 
-    _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes, metrics=metrics)
+    _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes,
+         metrics=metrics, params=params)
 
 
 @app.command("params")
@@ -160,7 +167,7 @@ def train_generator(
     """
     from synthmri.generative.commands import train_generator_cmd
 
-    _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics)
+    _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics, params=params)
 
 
 @app.command()
@@ -174,7 +181,7 @@ def generate(
     """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM), batched and seeded (paper §5.1.3)."""
     from synthmri.generative.commands import generate_cmd
 
-    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics)
+    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics, params=params)
 
 
 @app.command()
@@ -227,7 +234,7 @@ def classify(
     """Train and evaluate one scenario for every seed (paper §5.2.2): mean ± std, bootstrap CIs."""
     from synthmri.classify.commands import classify_cmd
 
-    _run(classify_cmd, scenario, manifest, synthetic_dir, out_dir, params, live_dir, metrics=metrics)
+    _run(classify_cmd, scenario, manifest, synthetic_dir, out_dir, params, live_dir, metrics=metrics, params=params)
 
 
 @app.command()
@@ -244,7 +251,8 @@ def ratio(
     """All real images plus `ratio` synthetic images per real image, every class (`dvc exp run -S ratio=2`)."""
     from synthmri.classify.commands import ratio_cmd
 
-    _run(ratio_cmd, manifest, synthetic_dir, out_dir, params, live_dir, baseline_dir, plot_csv, metrics=metrics)
+    _run(ratio_cmd, manifest, synthetic_dir, out_dir, params, live_dir, baseline_dir, plot_csv,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -259,7 +267,7 @@ def report(
     """Tables in the shape of the paper's Tables 3-6 beside its numbers, and Figures 11-17."""
     from synthmri.report_command import report_cmd
 
-    _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, metrics=metrics)
+    _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, metrics=metrics, params=params)
 
 
 @app.command()

@@ -311,6 +311,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+# the bundled demo set's truth file (synthmri.data.demo.TRUTH_FILE; a test checks they agree): a raw folder
+# holding it is generated data, whatever the profile's name
+DEMO_MARKER = "demo_truth.csv"
+PROVENANCE = "provenance"  # the key of every stage's metrics that says what they came from
+
+
+def provenance(data: dict[str, Any]) -> dict[str, Any]:
+    """What a stage's metrics came from: the profile and the raw data. Recorded in every stage's metrics
+    (`synthmri summary` labels from it), so a params.yaml switched since the run cannot relabel them."""
+    raw = str((data.get("data") or {}).get("raw", DataParams.raw))
+    return {"profile": data.get("profile_name"), "raw": raw, "demo_data": (Path(raw) / DEMO_MARKER).is_file()}
+
+
 def workers(n: int) -> int | None:
     """params `workers: 0` means all cores."""
     return None if n == 0 else n

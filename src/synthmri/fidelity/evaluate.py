@@ -98,10 +98,11 @@ def resampled_set(s: ImageSet, r: Resample) -> ImageSet:
 
 def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path, cfg: FidelityParams,
              classes: Sequence[str], *, extractor_name: str = INCEPTION,
-             resample: Resample | None = None) -> dict[str, Any]:
+             resample: Resample | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics.
 
     `resample`: the generator's sizes, for the resampled floor (None: that floor is not computed).
+    `provenance`: `synthmri.params.provenance` of the run, recorded in the JSON (the summary labels from it).
     """
     from synthmri.runtime import resolve_device, set_threads
     from synthmri.params import workers as n_workers
@@ -147,6 +148,7 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
                       "random_weights": cfg.random_weights,  # the report's and summary's banner reads this
                       "weights_sha256": extractor.weights_sha256, "layers": extractor.layers, "device": device.type},
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},  # params.yaml holds the settings
+        **({"provenance": provenance} if provenance is not None else {}),
     }
     write_json(out_json, out)
     return out
@@ -154,7 +156,7 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
 
 def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor, cache: FeatureCache,
                cfg: FidelityParams, plots_dir: Path, workers: int | None, tables: list, seconds: dict,
-               resample: Resample | None = None) -> dict[str, Any]:
+               resample: Resample | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Decode, extract (real sets through the cache), measure and check memorisation for class `c`."""
     px = cfg.memorisation.px_size
     train = load_images(f"{c} real train", paths[0], px, workers)
