@@ -82,6 +82,17 @@ def demo_data(
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
 
+@app.command("check-raw")
+def check_raw(
+    raw: Annotated[Path, typer.Argument(help="the raw dataset (data.raw): a folder or a .zip")],
+    out_json: Annotated[Path, typer.Argument(help="a record of what was found (the ingest stage depends on it)")],
+    params: ParamsOpt = Path("params.yaml"),
+):
+    """Stop with one line saying how to get the raw data when data.raw is missing (before DVC's bare error)."""
+    found = _run(P.check_raw, raw, _run(P.read_params, params))
+    _run(write_json, out_json, found)
+
+
 @app.command()
 def ingest(
     source: Annotated[Path, typer.Argument(help="Kaggle-layout folder or .zip (Training/, Testing/ with class folders)")],
