@@ -75,6 +75,9 @@ def test_labels_come_from_the_metrics(tmp_path):
     assert profile_title({"ingest": DEMO, "ratio": PAPER}, "paper") == \
         "synthmri pipeline — metrics from different profiles: ingest demo, ratio paper — DEMO numbers on " \
         "generated data, not a reproduction of the paper"
+    assert profile_title({"ingest": {**DEMO, "raw": "data/raw/kaggle", "demo_data": False}}, "demo") == \
+        "synthmri pipeline — profile [bold]demo[/], data data/raw/kaggle — DEMO settings (tiny models, few " \
+        "epochs), not a reproduction of the paper"
     assert profile_title({"ingest": None}, "demo") == \
         "synthmri pipeline — profile [bold]not recorded[/] (params.yaml now selects demo: `dvc repro` reruns on it)"
     assert profile_title({}, "demo") == "synthmri pipeline — no metrics yet"

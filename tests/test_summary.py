@@ -77,7 +77,7 @@ def test_real_weights_carry_no_banner_even_on_the_demo_profile(tmp_path):
     metrics = tmp_path / "metrics"
     _write(metrics / "fidelity.json", _fidelity(False))
     _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True,
-                                                     "provenance": {"profile": "demo"}})  # the label's source
+                                                     "provenance": {"profile": "demo", "demo_data": True}})
     _write(metrics / "ratio.json", {"ratio": 1, "accuracy": {"mean": 0.9}, "pretrained": True})
     out = _run(tmp_path, "demo")
     assert "Compare with nothing" not in out and "DEMO numbers" in out

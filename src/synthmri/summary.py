@@ -84,17 +84,22 @@ def profile_title(provenance: dict[str, dict[str, Any] | None], selected: str | 
     """The table's title from the metrics' own provenance ({stage: metrics' `provenance`, None when not
     recorded}), never from params.yaml: `selected`, the profile params.yaml holds now, is only named when
     it differs from what the metrics came from."""
-    ran = {stage: (p or {}).get("profile") or "not recorded" for stage, p in provenance.items()}
+    from rich.markup import escape
+
+    ran = {stage: escape(str((p or {}).get("profile") or "not recorded")) for stage, p in provenance.items()}
     names = sorted(set(ran.values()))
-    raws = sorted({p["raw"] for p in provenance.values() if p and p.get("raw")})
+    raws = sorted({escape(str(p["raw"])) for p in provenance.values() if p and p.get("raw")})
     if not names:
         title = "synthmri pipeline — no metrics yet"
     elif len(names) == 1:
         title = f"synthmri pipeline — profile [bold]{names[0]}[/]" + (f", data {raws[0]}" if len(raws) == 1 else "")
     else:  # e.g. a run on a new profile that stopped half-way: say which numbers are which
         title = "synthmri pipeline — metrics from different profiles: " + ", ".join(f"{s} {n}" for s, n in ran.items())
-    if any(p and (p.get("profile") == "demo" or p.get("demo_data")) for p in provenance.values()):
+    known = [p for p in provenance.values() if p]
+    if any(p.get("demo_data") for p in known):
         title += " — DEMO numbers on generated data, not a reproduction of the paper"
+    elif any(p.get("profile") == "demo" for p in known):  # the demo's sizes pointed at other data
+        title += " — DEMO settings (tiny models, few epochs), not a reproduction of the paper"
     if names and selected and selected not in names:
         title += f" (params.yaml now selects {selected}: `dvc repro` reruns on it)"
     return title

@@ -156,7 +156,7 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
 
 def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor, cache: FeatureCache,
                cfg: FidelityParams, plots_dir: Path, workers: int | None, tables: list, seconds: dict,
-               resample: Resample | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+               resample: Resample | None = None) -> dict[str, Any]:
     """Decode, extract (real sets through the cache), measure and check memorisation for class `c`."""
     px = cfg.memorisation.px_size
     train = load_images(f"{c} real train", paths[0], px, workers)
