@@ -42,6 +42,9 @@ def _choices(root) -> str:
          "quoting a value with spaces or commas"),
         (["ratio=1,2"], "'ratio=1,2' is a sweep (several values); params.yaml takes one value "
          "(a sweep of experiments: dvc exp run --queue -S ratio=1,2)"),
+        (["data=[1,2]"], "cannot compose params.yaml: Error merging override data=[1,2]: "
+         "Cannot merge DictConfig with ListConfig"),
+        (["data.raw=${nope}"], "cannot compose params.yaml: Interpolation key 'nope' not found"),
         (["classify.train.epochs=abc"], "classify.train.epochs: expected an integer, got 'abc'"),
         (["preprocess.histmatch.reference_splits=[train,test]"],  # brackets printed, not taken as markup
          "preprocess.histmatch.reference_splits: must be [train] when preprocess.histmatch.apply is true: "

@@ -127,8 +127,11 @@ def _translate(e: Exception, overrides: list[str], conf_dir: Path) -> str:
             return f"unknown key {key!r}{_did_you_mean(key, known)}"
         cause = str(e.__cause__ or "").splitlines()
         return f"cannot set {key!r}: {cause[0] if cause else text.splitlines()[0]}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return "; ".join(lines[:2]) or type(e).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()][:1]
+    lines += [ln.strip() for ln in str(e.__cause__ or "").splitlines() if ln.strip()][:1]
+    full_key = getattr(e, "full_key", None)
+    where = f" (at {full_key})" if full_key else ""
+    return f"cannot compose params.yaml: {': '.join(lines) or type(e).__name__}{where}"
 
 
 def _keys(overrides: list[str], conf_dir: Path) -> list[str]:
