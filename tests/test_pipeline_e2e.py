@@ -170,6 +170,15 @@ def test_demo_profile_runs_every_stage(demo_run, params):
     assert params["profile_name"] == "demo"
 
 
+def test_every_metrics_file_records_what_it_came_from(repo):
+    """`synthmri summary` labels demo numbers from these records, whatever params.yaml says later."""
+    files = sorted((repo / "metrics").rglob("*.json"))
+    assert len(files) > 10
+    for f in files:
+        assert read(repo, f.relative_to(repo).as_posix())["provenance"] == \
+            {"profile": "demo", "raw": "data/raw/demo", "demo_data": True}, f
+
+
 def test_the_run_changes_only_dvcs_own_files(demo_run, root):
     """`make demo` leaves the checkout clean in git's eyes: no tracked file other than params.yaml changes (no
     .gitignore edited or created: the committed ones already ignore every cached output), and everything new
