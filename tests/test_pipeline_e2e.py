@@ -162,12 +162,21 @@ def counts(df: pd.DataFrame) -> dict[tuple[str, str], int]:
 
 
 def test_demo_profile_runs_every_stage(demo_run, params):
-    stages = {"demo_data", "ingest", "audit", "dedup", "preprocess"}
+    stages = {"demo_data", "raw_check", "ingest", "audit", "dedup", "preprocess"}
     stages |= {f"{stage}@{c}" for stage in ("train_generator", "generate") for c in CLASSES}
     stages |= {f"classify@{s}" for s in params["classify"]["scenarios"]}
     stages |= {"fidelity", "ratio", "report"}
     assert ran(demo_run.output) == stages
     assert params["profile_name"] == "demo"
+
+
+def test_every_metrics_file_records_what_it_came_from(repo):
+    """`synthmri summary` labels demo numbers from these records, whatever params.yaml says later."""
+    files = sorted((repo / "metrics").rglob("*.json"))
+    assert len(files) > 10
+    for f in files:
+        assert read(repo, f.relative_to(repo).as_posix())["provenance"] == \
+            {"profile": "demo", "raw": "data/raw/demo", "demo_data": True}, f
 
 
 def test_the_run_changes_only_dvcs_own_files(demo_run, root):

@@ -16,7 +16,8 @@ def _write(path, obj):
 
 def test_summary_labels_demo_numbers_and_marks_missing_stages(tmp_path):
     metrics = tmp_path / "metrics"
-    _write(metrics / "ingest.json", {"files": 295, "images": 292, "quarantined": 3})
+    _write(metrics / "ingest.json", {"files": 295, "images": 292, "quarantined": 3,
+                                     "provenance": {"profile": "demo", "raw": "data/raw/demo", "demo_data": True}})
     _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.6125}, "macro_f1": {"mean": 0.5}})
     (tmp_path / "params.yaml").write_text("profile_name: demo\n")
     result = CliRunner().invoke(app, ["summary", str(metrics), "--params", str(tmp_path / "params.yaml")],
@@ -75,7 +76,8 @@ def test_random_classifier_weights_carry_the_banner_naming_the_scenarios(tmp_pat
 def test_real_weights_carry_no_banner_even_on_the_demo_profile(tmp_path):
     metrics = tmp_path / "metrics"
     _write(metrics / "fidelity.json", _fidelity(False))
-    _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True})
+    _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True,
+                                                     "provenance": {"profile": "demo", "demo_data": True}})
     _write(metrics / "ratio.json", {"ratio": 1, "accuracy": {"mean": 0.9}, "pretrained": True})
     out = _run(tmp_path, "demo")
     assert "Compare with nothing" not in out and "DEMO numbers" in out

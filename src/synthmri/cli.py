@@ -36,19 +36,30 @@ _DISK_ERRORS = {
 }
 
 
-def _run(fn, *args, metrics: Path | None = None, **kwargs):
+def _error(message: str) -> None:
+    """One `error:` line: never wrapped at the terminal's width, brackets in it printed as they are."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _run(fn, *args, metrics: Path | None = None, params: Path | None = None, **kwargs):
+    """`fn(*args, **kwargs)`, its result written to `metrics` with the provenance read from `params`
+    (the profile and raw data it ran on); an error a user can fix becomes one line and exit status 2."""
     try:
         result = fn(*args, **kwargs)
         if metrics is not None and result is not None:
+            if params is not None:
+                result = {**result, P.PROVENANCE: P.provenance(P.read_params(params))}
             write_json(metrics, result)
     except (StageError, FileNotFoundError, NotADirectoryError, ValueError) as e:  # ParamsError, ImageError: ValueErrors
-        err.print(f"[bold red]error:[/] {e}")
+        _error(str(e))
         raise typer.Exit(2) from None
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
         where = f": {e.filename}" if e.filename else ""  # atomic writes name their temporary beside the target
-        err.print(f"[bold red]error:[/] {e.strerror}{where} ({_DISK_ERRORS[e.errno]})", highlight=False)
+        _error(f"{e.strerror}{where} ({_DISK_ERRORS[e.errno]})")
         raise typer.Exit(2) from None
     return result
 
@@ -72,6 +83,17 @@ def demo_data(
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
 
+@app.command("check-raw")
+def check_raw(
+    raw: Annotated[Path, typer.Argument(help="the raw dataset (data.raw): a folder or a .zip")],
+    out_json: Annotated[Path, typer.Argument(help="a record of what was found (the ingest stage depends on it)")],
+    params: ParamsOpt = Path("params.yaml"),
+):
+    """Stop with one line saying how to get the raw data when data.raw is missing (before DVC's bare error)."""
+    found = _run(P.check_raw, raw, _run(P.read_params, params))
+    _run(write_json, out_json, found)
+
+
 @app.command()
 def ingest(
     source: Annotated[Path, typer.Argument(help="Kaggle-layout folder or .zip (Training/, Testing/ with class folders)")],
@@ -82,7 +104,8 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes, metrics=metrics)
+    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -96,7 +119,8 @@ def audit(
     """Paper §3: colour modes, dimensions, blur, imaging plane and intensity histograms."""
     from synthmri.data.audit import audit as run
 
-    _run(run, manifest, out_csv, plots_dir, _load("audit", params), _load("data", params).classes, metrics=metrics)
+    _run(run, manifest, out_csv, plots_dir, _load("audit", params), _load("data", params).classes,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -109,7 +133,7 @@ def dedup(
     """Paper §4.1: duplicate groups within Training, within Testing and across them (difPy's criterion)."""
     from synthmri.data.dedup import dedup as run
 
-    _run(run, manifest, out_csv, _load("dedup", params), metrics=metrics)
+    _run(run, manifest, out_csv, _load("dedup", params), metrics=metrics, params=params)
 
 
 @app.command()
@@ -122,7 +146,8 @@ def preprocess(
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
 
-    _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes, metrics=metrics)
+    _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes,
+         metrics=metrics, params=params)
 
 
 @app.command("params")
@@ -132,23 +157,9 @@ def params_cmd(
     conf_dir: Annotated[Path, typer.Option("--conf", help="Hydra config folder")] = Path("conf"),
 ):
     """Write params.yaml from conf/ and a profile, as `dvc exp run -S profile=...` would."""
-    from synthmri.profiles import compose
+    from synthmri.profiles import write_params
 
-    _run(compose, overrides or [], out, conf_dir)
-    for section in P.SECTIONS:  # refuse a composition the stages would refuse
-        _run(P.load, section, out)
-    from synthmri.generative.config import load_generate, load_generator
-
-    data = P.read_params(out)
-    _run(load_generator, data.get("generator"))
-    _run(load_generate, data.get("generate"))
-    from synthmri.classify.config import load_classify, load_ratio
-
-    _run(load_classify, data.get("classify"))
-    _run(load_ratio, data.get("ratio", 0))
-    from synthmri.fidelity.config import load_fidelity
-
-    _run(load_fidelity, data.get("fidelity"))
+    _run(write_params, overrides or [], out, conf_dir)  # checked as every stage will, then written atomically
     err.print(f"wrote {out} ({' '.join(overrides or []) or 'profile=paper'})")
 
 
@@ -169,7 +180,7 @@ def train_generator(
     """
     from synthmri.generative.commands import train_generator_cmd
 
-    _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics)
+    _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics, params=params)
 
 
 @app.command()
@@ -183,7 +194,7 @@ def generate(
     """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM), batched and seeded (paper §5.1.3)."""
     from synthmri.generative.commands import generate_cmd
 
-    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics)
+    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics, params=params)
 
 
 @app.command()
@@ -236,7 +247,7 @@ def classify(
     """Train and evaluate one scenario for every seed (paper §5.2.2): mean ± std, bootstrap CIs."""
     from synthmri.classify.commands import classify_cmd
 
-    _run(classify_cmd, scenario, manifest, synthetic_dir, out_dir, params, live_dir, metrics=metrics)
+    _run(classify_cmd, scenario, manifest, synthetic_dir, out_dir, params, live_dir, metrics=metrics, params=params)
 
 
 @app.command()
@@ -253,7 +264,8 @@ def ratio(
     """All real images plus `ratio` synthetic images per real image, every class (`dvc exp run -S ratio=2`)."""
     from synthmri.classify.commands import ratio_cmd
 
-    _run(ratio_cmd, manifest, synthetic_dir, out_dir, params, live_dir, baseline_dir, plot_csv, metrics=metrics)
+    _run(ratio_cmd, manifest, synthetic_dir, out_dir, params, live_dir, baseline_dir, plot_csv,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -276,7 +288,7 @@ def report(
 
     _run(report_cmd, metrics_dir, predictions_dir, out_dir, params, fidelity_json, ratio_json=ratio_json,
          data_metrics=data_metrics, synthetic_dir=synthetic_dir, plots_dir=plots_dir, headline_json=headline,
-         metrics=metrics)
+         metrics=metrics, params=params)
 
 
 @app.command()

@@ -29,6 +29,7 @@ class ParamsError(ValueError):
 class DataParams:
     raw: str = "data/raw/kaggle"  # Kaggle-layout folder or zip the pipeline ingests
     classes: tuple[str, ...] = CLASSES  # class folder names expected in Training/ and Testing/
+    source: str = ""  # how to get the raw data, shown when data.raw is missing (`synthmri check-raw`)
 
     def __post_init__(self):
         if len(set(self.classes)) != len(self.classes) or not self.classes:
@@ -258,7 +259,11 @@ def build(cls: type, raw: Any, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1, cutoff=0.6)
+        hint = f" (did you mean {where}.{close[0]}?)" if close else ""
+        raise ParamsError(f"{where}: unknown key(s) {unknown}{hint}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
     try:
         return cls(**kwargs)
@@ -305,6 +310,41 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ParamsError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+# the bundled demo set's truth file (synthmri.data.demo.TRUTH_FILE; a test checks they agree): a raw folder
+# holding it is generated data, whatever the profile's name
+DEMO_MARKER = "demo_truth.csv"
+PROVENANCE = "provenance"  # the key of every stage's metrics that says what they came from
+
+
+def provenance(data: dict[str, Any]) -> dict[str, Any]:
+    """What a stage's metrics came from: the profile and the raw data. Recorded in every stage's metrics
+    (`synthmri summary` labels from it), so a params.yaml switched since the run cannot relabel them."""
+    raw = str((data.get("data") or {}).get("raw", DataParams.raw))
+    return {"profile": data.get("profile_name"), "raw": raw, "demo_data": (Path(raw) / DEMO_MARKER).is_file()}
+
+
+def check_raw(raw: str | Path, data: dict[str, Any]) -> dict[str, str]:
+    """The raw dataset is there (a non-empty folder, or a file such as a .zip): return what was found.
+    Else one line saying what to do, in the profile's words (`data.source`): DVC's own error for a missing
+    dependency names only the path (the `raw_check` stage runs this before ingest)."""
+    raw = Path(raw)
+    if raw.is_file() or (raw.is_dir() and any(raw.iterdir())):
+        return {"raw": raw.as_posix(), "format": "folder" if raw.is_dir() else "file"}
+    cfg = load("data", data=data)
+    profile = data.get("profile_name") or "?"
+    tracked = Path(f"{raw}.dvc")
+    if tracked.is_file():
+        todo = f"DVC tracks it ({tracked}): `dvc pull {tracked}` fetches it from the remote"
+    elif cfg.source:
+        todo = f"get it: {cfg.source}"
+    else:
+        todo = "put the dataset there or point data.raw at it (-S data.raw=<path>)"
+    if profile != "demo":
+        todo += "; or run on the bundled demo data: dvc exp run -S profile=demo"
+    what = "is an empty folder" if raw.is_dir() else "not found"
+    raise FileNotFoundError(f"raw data {what}: {raw.as_posix()} (data.raw of profile {profile}); {todo}")
 
 
 def workers(n: int) -> int | None:

@@ -80,11 +80,41 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
     return d
 
 
-def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
-    profile = params.get("profile_name", "?")
-    title = f"synthmri pipeline — profile [bold]{profile}[/]"
-    if profile == "demo":
+def profile_title(provenance: dict[str, dict[str, Any] | None], selected: str | None) -> str:
+    """The table's title from the metrics' own provenance ({stage: metrics' `provenance`, None when not
+    recorded}), never from params.yaml: `selected`, the profile params.yaml holds now, is only named when
+    it differs from what the metrics came from."""
+    from rich.markup import escape
+
+    ran = {stage: escape(str((p or {}).get("profile") or "not recorded")) for stage, p in provenance.items()}
+    names = sorted(set(ran.values()))
+    raws = sorted({escape(str(p["raw"])) for p in provenance.values() if p and p.get("raw")})
+    if not names:
+        title = "synthmri pipeline — no metrics yet"
+    elif len(names) == 1:
+        title = f"synthmri pipeline — profile [bold]{names[0]}[/]" + (f", data {raws[0]}" if len(raws) == 1 else "")
+    else:  # e.g. a run on a new profile that stopped half-way: say which numbers are which
+        title = "synthmri pipeline — metrics from different profiles: " + ", ".join(f"{s} {n}" for s, n in ran.items())
+    known = [p for p in provenance.values() if p]
+    if any(p.get("demo_data") for p in known):
         title += " — DEMO numbers on generated data, not a reproduction of the paper"
+    elif any(p.get("profile") == "demo" for p in known):  # the demo's sizes pointed at other data
+        title += " — DEMO settings (tiny models, few epochs), not a reproduction of the paper"
+    if names and selected and selected not in names:
+        title += f" (params.yaml now selects {selected}: `dvc repro` reruns on it)"
+    return title
+
+
+def read_provenance(metrics_dir: Path) -> dict[str, dict[str, Any] | None]:
+    """{stage: the provenance its metrics record} for each metrics file the summary shows."""
+    from synthmri.params import PROVENANCE
+
+    files = {stage: Path(metrics_dir) / fname for stage, (fname, _) in ROWS.items()}
+    return {stage: read_json(f).get(PROVENANCE) for stage, f in files.items() if f.is_file()}
+
+
+def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
+    title = profile_title(read_provenance(metrics_dir), params.get("profile_name"))
     table = Table(title=title, title_justify="left")
     for col in ("stage", "measure", "value"):
         table.add_column(col)

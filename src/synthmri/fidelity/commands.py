@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from synthmri.fidelity.config import load_fidelity
-from synthmri.params import load, read_params
+from synthmri.params import load, provenance, read_params
 
 
 def fidelity_cmd(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path,
@@ -18,4 +18,5 @@ def fidelity_cmd(processed_manifest: Path, synthetic_dir: Path, out_json: Path, 
     cfg = load_fidelity(data.get("fidelity"))
     classes = load("data", params_path, data).classes
     return evaluate(processed_manifest, synthetic_dir, out_json, plots_dir, cfg, classes,
-                    resample=Resample.from_manifests(synthetic_dir, classes))  # sizes the generate stage recorded
+                    resample=Resample.from_manifests(synthetic_dir, classes),  # sizes the generate stage recorded
+                    provenance=provenance(data))

@@ -133,10 +133,11 @@ def resampled_set(s: ImageSet, r: Resample) -> ImageSet:
 
 def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path, cfg: FidelityParams,
              classes: Sequence[str], *, extractor_name: str = INCEPTION,
-             resample: Resample | None = None) -> dict[str, Any]:
+             resample: Resample | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics.
 
     `resample`: the generator's sizes, for the resampled floor (None: that floor is not computed).
+    `provenance`: `synthmri.params.provenance` of the run, recorded in the JSON (the summary labels from it).
     """
     from synthmri.runtime import resolve_device, set_threads
     from synthmri.params import workers as n_workers
@@ -183,6 +184,7 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
                       "weights_sha256": extractor.weights_sha256, "layers": extractor.layers, "device": device.type,
                       "weights_file": extractor.weights_file},  # full digest, and verified: sha256 | prefix | none
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},  # params.yaml holds the settings
+        **({"provenance": provenance} if provenance is not None else {}),
     }
     write_json(out_json, out)
     return out
