@@ -35,8 +35,9 @@ def test_paper_profile_with_nothing_fetched_fails_on_data_and_each_weights_file(
     checks = by_name(run_checks(params_for(tmp_path, "profile=paper"), tmp_path))
     assert checks["params"] == ("ok", "profile paper: every section valid")
     status, detail = checks["raw data"]
-    assert status == "FAIL" and detail.startswith("data/raw/kaggle not found: get the Kaggle")
-    assert "kaggle.json" in detail and "-S profile=demo" in detail
+    assert status == "FAIL" and detail.startswith(f"raw data not found: {tmp_path.as_posix()}/data/raw/kaggle "
+                                                  "(data.raw of profile paper); get it: ")
+    assert "kaggle.json" in detail and detail.endswith("dvc exp run -S profile=demo")
     status, detail = checks["weights: fidelity"]
     assert status == "FAIL" and "synthmri weights fetch inception" in detail
     status, detail = checks["weights: classify (vgg19)"]

@@ -26,10 +26,6 @@ from synthmri.fidelity.config import load_fidelity
 from synthmri.generative.config import load_generate, load_generator
 
 Status = Literal["ok", "warn", "FAIL"]
-KAGGLE_HELP = ("get the Kaggle 'Brain Tumor MRI Dataset' (masoudnickparvar/brain-tumor-mri-dataset: "
-               "`pip install kaggle`, put your API token in ~/.kaggle/kaggle.json, `kaggle datasets download "
-               "-d masoudnickparvar/brain-tumor-mri-dataset`, or download the zip by hand) and put the zip or its "
-               "unpacked folder at {raw}, then `dvc add {raw}`; or run the demo: `-S profile=demo`")
 DEMO_RAW = "data/raw/demo"  # written by the demo_data stage itself
 # What a stage writes per image, in bytes: a 256 px 8-bit PNG of a brain slice is about 40 kB; kept generous.
 PNG_BYTES = {128: 15_000, 256: 60_000}
@@ -82,8 +78,10 @@ def _check_raw(raw: dict, root: Path) -> Check:
     path = root / data.raw
     if data.raw == DEMO_RAW and not path.exists():
         return Check("raw data", "ok", f"{data.raw}: written by the demo_data stage")
-    if not path.exists():
-        return Check("raw data", "FAIL", f"{data.raw} not found: " + KAGGLE_HELP.format(raw=data.raw))
+    try:  # missing or empty: the raw_check stage's own message, in the profile's words (data.source)
+        P.check_raw(path, raw)
+    except FileNotFoundError as e:
+        return Check("raw data", "FAIL", str(e))
     if path.is_file():
         if not zipfile.is_zipfile(path):
             return Check("raw data", "FAIL", f"{data.raw}: not a zip archive or a folder")
