@@ -122,11 +122,13 @@ def test_paper_as_coded_scenarios_follow_the_notebooks():
 def test_demo_override_fits_the_vocabulary():
     raw = composed("demo")
     cfg = load_classify(raw["classify"])
-    assert load_ratio(raw["ratio"]) == 1.0
-    pools = paper_pools({c: 30 for c in CLASSES}, 36)
-    for name, scen in cfg.scenarios.items():
-        if name != "s4_600" and not name.startswith("s6"):
-            plan_mixture(pools, scen, CLASSES, 33, where=name)
+    assert load_ratio(raw["ratio"]) == 0.5
+    # the demo run's sizes (metrics/preprocess.json): 98-104 real per class; 60 generated per class
+    pools = paper_pools({"glioma": 104, "meningioma": 98, "notumor": 98, "pituitary": 101}, 60)
+    assert list(cfg.scenarios) == ["baseline", "s1_balance", "s2_m33", "s3_mg33", "s4_60", "s5_finetune", "s6_synthetic"]
+    for name, scen in cfg.scenarios.items():  # every one fits, the ratio stage's too
+        plan_mixture(pools, scen, CLASSES, 33, where=name)
+    plan_mixture(pools, ratio_scenario(0.5), CLASSES, 33, where="ratio")
 
 
 def test_draws_are_seeded_and_differ_between_seeds():

@@ -86,8 +86,11 @@ def test_profiles_compose_and_differ_only_where_they_say(root, tmp_path, monkeyp
     monkeypatch.chdir(root)
     composed = yaml.safe_load(compose(profile, tmp_path / "params.yaml").read_text())
     overlay = yaml.safe_load((root / "conf" / "profile" / f"{profile}.yaml").read_text())
+    groups = overlay.pop("defaults", [])  # Hydra's defaults list picks config group options; it is not a param
     base = yaml.safe_load(compose("paper", tmp_path / "paper.yaml").read_text())  # the default profile
     assert composed["profile_name"] == profile
+    if {"override /scenarios": "none"} in groups:  # the profile's scenarios replace the paper's, not add to them
+        assert list(composed["classify"]["scenarios"]) == list(overlay["classify"]["scenarios"])
 
     def leaves(d, prefix=""):
         for k, v in d.items():

@@ -55,7 +55,10 @@ def test_random_inception_weights_carry_the_banner_whatever_the_profile(tmp_path
     _write(metrics / "fidelity.json", _fidelity(True))
     _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True})
     out = _run(tmp_path, "paper")
-    assert "Compare with nothing: fidelity used a random Inception (`fidelity.random_weights: true`)" in out
+    assert "Compare with nothing: these numbers show the stages run" in out
+    # one line says why: IS about 1, FIDs in arbitrary units
+    assert "Note: fidelity used a random Inception (`fidelity.random_weights: true`, no weights file here), so IS is " \
+           "about 1 by construction and FID, KID and precision/recall are in arbitrary units" in out
     assert "classify.model.pretrained" not in out and "DEMO" not in out
     assert "FID floor, real resized as generated │ 52.25 │" in out  # the resampled floor's row
 
@@ -66,7 +69,7 @@ def test_random_classifier_weights_carry_the_banner_naming_the_scenarios(tmp_pat
     _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": True})
     _write(metrics / "scenarios" / "s6_synthetic.json", {"accuracy": {"mean": 0.5}, "pretrained": False})
     out = _run(tmp_path, "paper_as_coded")
-    assert "Compare with nothing: the classifiers of s6_synthetic started from random weights " \
+    assert "Note: the classifiers of s6_synthetic started from random weights " \
            "(`classify.model.pretrained: false`)" in out
     assert "random Inception" not in out
     _write(metrics / "scenarios" / "baseline.json", {"accuracy": {"mean": 0.9}, "pretrained": False})
@@ -83,3 +86,20 @@ def test_real_weights_carry_no_banner_even_on_the_demo_profile(tmp_path):
     assert "Compare with nothing" not in out and "DEMO numbers" in out
     _write(metrics / "ratio.json", {"ratio": 1, "accuracy": {"mean": 0.9}, "pretrained": False})
     assert "the classifiers of ratio started from random weights" in _run(tmp_path, "demo")
+
+
+def test_summary_sets_synthetic_only_beside_the_baseline_and_says_what_to_open(tmp_path):
+    metrics = tmp_path / "metrics"
+    acc = lambda mean, lo, hi: {"accuracy": {"mean": mean, "ci95_low": lo, "ci95_high": hi}, "pretrained": True}  # noqa: E731
+    _write(metrics / "scenarios" / "baseline.json", acc(0.875, 0.78125, 0.953125))
+    _write(metrics / "scenarios" / "s6_synthetic.json", acc(0.5, 0.375, 0.625))
+    out = _run(tmp_path, "demo")
+    assert "DEMO: Classifier accuracy on the real test set: trained on real images 0.88 (95% CI 0.78-0.95), " \
+           "on synthetic images only (S6) 0.50 (95% CI 0.38-0.62); chance is 0.25." in out
+    assert "synthetic only: accuracy │ 0.5 │" in out and "95% CI (test-set bootstrap) │ [0.38, 0.62] │" in out
+    assert "Compare with nothing" not in out  # ImageNet classifiers, no fidelity run
+    tail = out[out.index("Open next:"):]
+    for what in ("reports/README.md", "plots/", "dvc exp show", "dvc plots show"):
+        assert what in tail
+    # the paper profile: the same line, not labelled DEMO
+    assert "DEMO" not in _run(tmp_path, "paper") and "Classifier accuracy on the real test set" in _run(tmp_path)

@@ -1,4 +1,5 @@
-"""`synthmri summary`: one table of what each stage produced, read from metrics/*.json.
+"""`synthmri summary`: one table of what each stage produced, read from metrics/*.json, then what the
+numbers say (baseline beside synthetic-only), what they do not (random weights), and what to open next.
 
 Whether the numbers compare with anything is read from the metrics files themselves (the fidelity
 extractor's `random_weights`, each scenario's `pretrained`), never from the profile's name: a paper
@@ -13,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from synthmri import CLASSES
 from synthmri.io import read_json
 
 # stage -> (metrics file, [(label, dotted key)]); a missing key prints as "-"
@@ -26,9 +28,13 @@ ROWS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "fidelity": ("fidelity.json", [("mean FID over classes", "summary.fid_mean"),
                                    ("real-vs-real FID floor", "summary.fid_real_floor_mean"),
                                    ("FID floor, real resized as generated", "summary.fid_real_floor_resampled_mean"),
+                                   ("Inception Score of generated images", "summary.is_generated_mean"),
                                    ("near-copies of training images", "summary.memorised_share")]),
     "classify baseline": ("scenarios/baseline.json", [("accuracy (mean over seeds)", "accuracy.mean"),
+                                                      ("  95% CI (test-set bootstrap)", "accuracy.ci95"),
                                                       ("macro F1", "macro_f1.mean")]),
+    "classify S6": ("scenarios/s6_synthetic.json", [("synthetic only: accuracy", "accuracy.mean"),
+                                                     ("  95% CI (test-set bootstrap)", "accuracy.ci95")]),
     "ratio": ("ratio.json", [("synthetic per real image", "ratio"), ("accuracy", "accuracy.mean"),
                              ("McNemar p < 0.05 vs baseline (seeds)", "vs_baseline.seeds_p_below_0_05")]),
 }
@@ -45,39 +51,92 @@ def random_inception(fidelity: dict[str, Any] | None) -> bool:
     return bool(ex.get("random_weights")) or str(ex.get("weights_sha256", "")).startswith("random-")
 
 
-def weights_banner(fidelity: dict[str, Any] | None, scenarios: dict[str, dict[str, Any]]) -> str | None:
-    """The "compare with nothing" line when any number came from random network weights, else None."""
+# Why a random Inception's numbers mean nothing, in one line: its features are nearly the same for any
+# image, so every class probability is near uniform (IS = exp(KL to the mean) is about 1).
+RANDOM_INCEPTION = ("fidelity used a random Inception (`fidelity.random_weights: true`, no weights file here), so "
+                    "IS is about 1 by construction and FID, KID and precision/recall are in arbitrary units "
+                    "(read an FID only against the real-vs-real floor beside it)")
+
+
+def weights_reasons(fidelity: dict[str, Any] | None, scenarios: dict[str, dict[str, Any]]) -> list[str]:
+    """Each reason why some numbers compare with nothing: random Inception, classifiers from random weights."""
     reasons = []
     if random_inception(fidelity):
-        reasons.append("fidelity used a random Inception (`fidelity.random_weights: true`), so FID, KID, IS "
-                       "(about 1) and precision/recall are in arbitrary units")
+        reasons.append(RANDOM_INCEPTION)
     untrained = sorted(n for n, m in scenarios.items() if m.get("pretrained") is False)
     if untrained:
         which = "every scenario's classifier" if len(untrained) == len(scenarios) else \
             f"the classifiers of {', '.join(untrained)}"
         reasons.append(f"{which} started from random weights (`classify.model.pretrained: false`), "
                        "not ImageNet's as in the paper")
+    return reasons
+
+
+def weights_banner(fidelity: dict[str, Any] | None, scenarios: dict[str, dict[str, Any]]) -> str | None:
+    """The "compare with nothing" line when any number came from random network weights, else None."""
+    reasons = weights_reasons(fidelity, scenarios)
     if not reasons:
         return None
     return "Compare with nothing: " + "; ".join(reasons) + ". These numbers show the stages run, not the paper's results."
 
 
-def read_weights_banner(metrics_dir: Path) -> str | None:
-    """`weights_banner` from a metrics folder (fidelity.json, scenarios/*.json, ratio.json)."""
+def _read_weighted(metrics_dir: Path) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """fidelity.json and every classifier's metrics (scenarios/*.json, ratio.json) of a metrics folder."""
     metrics_dir = Path(metrics_dir)
     fidelity = read_json(metrics_dir / FIDELITY) if (metrics_dir / FIDELITY).is_file() else None
     scenarios = {p.stem: read_json(p) for p in sorted((metrics_dir / SCENARIOS).glob("*.json"))}
     if (metrics_dir / RATIO).is_file():
         scenarios["ratio"] = read_json(metrics_dir / RATIO)
-    return weights_banner(fidelity, scenarios)
+    return fidelity, scenarios
+
+
+def read_weights_banner(metrics_dir: Path) -> str | None:
+    """`weights_banner` from a metrics folder (fidelity.json, scenarios/*.json, ratio.json)."""
+    return weights_banner(*_read_weighted(metrics_dir))
+
+
+def _ci(block: Any) -> tuple[float, float] | None:
+    """A metrics block's 95% CI (ci95_low, ci95_high), if it has one."""
+    lo, hi = (block.get(k) if isinstance(block, dict) else None for k in ("ci95_low", "ci95_high"))
+    return (lo, hi) if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
+    if dotted.endswith(".ci95"):  # "[low, high]" of the block
+        ci = _ci(_get(d, dotted[: -len(".ci95")]))
+        return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:
             return "-"
         d = d[part]
     return d
+
+
+def _accuracy(m: dict[str, Any] | None) -> str | None:
+    acc = (m or {}).get("accuracy") or {}
+    if not isinstance(acc.get("mean"), (int, float)):
+        return None
+    ci = _ci(acc)
+    return f"{acc['mean']:.2f}" + (f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+
+def story(scenarios: dict[str, dict[str, Any]], n_classes: int) -> str | None:
+    """One line: the baseline's accuracy beside the synthetic-only classifier's (S6), against chance."""
+    base, syn = _accuracy(scenarios.get("baseline")), _accuracy(scenarios.get("s6_synthetic"))
+    if base is None:
+        return None
+    line = f"Classifier accuracy on the real test set: trained on real images {base}"
+    if syn is not None:
+        line += f", on synthetic images only (S6) {syn}"
+    return line + f"; chance is {1 / n_classes:.2f}."
+
+
+NEXT = (  # what to open after a run, in the order a reader wants it
+    ("reports/report.html", "one page, in the paper's order: its tables and figures beside these numbers"),
+    ("plots/", "audit and fidelity plots (memorisation pairs), dvclive/ the training curves and sample grids"),
+    ("dvc exp show", "every experiment's params and metrics side by side"),
+    ("dvc plots show", "all plots in one page (dvc_plots/index.html)"),
+)
 
 
 def profile_title(provenance: dict[str, dict[str, Any] | None], selected: str | None) -> str:
@@ -114,7 +173,9 @@ def read_provenance(metrics_dir: Path) -> dict[str, dict[str, Any] | None]:
 
 
 def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
-    title = profile_title(read_provenance(metrics_dir), params.get("profile_name"))
+    provenance = read_provenance(metrics_dir)
+    title = profile_title(provenance, params.get("profile_name"))
+    demo = any((p or {}).get("profile") == "demo" for p in provenance.values())  # from the metrics, not params.yaml
     table = Table(title=title, title_justify="left")
     for col in ("stage", "measure", "value"):
         table.add_column(col)
@@ -128,7 +189,17 @@ def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
             value = _get(data, key)
             table.add_row(stage if i == 0 else "", label, f"{value:.4g}" if isinstance(value, float) else str(value))
     console = Console()
-    banner = read_weights_banner(metrics_dir)
-    if banner:  # one line above the table: the first thing a reader of the demo's output sees
-        console.print(f"[bold yellow]{banner}[/]", highlight=False)
+    fidelity, scenarios = _read_weighted(metrics_dir)
+    reasons = weights_reasons(fidelity, scenarios)
+    if reasons:  # above the table: the first thing a reader of the demo's output sees
+        console.print("[bold yellow]Compare with nothing: these numbers show the stages run, not the paper's "
+                      "results.[/]", highlight=False)
     console.print(table)
+    line = story({k: v for k, v in scenarios.items() if k != "ratio"}, len(params.get("data", {}).get("classes") or CLASSES))
+    if line:
+        console.print(("DEMO: " if demo else "") + line, highlight=False)
+    for reason in reasons:  # one line each: why a number compares with nothing
+        console.print(f"[yellow]Note: {reason}.[/]", highlight=False)
+    console.print("Open next:", highlight=False)
+    for what, why in NEXT:
+        console.print(f"  {what:<18} {why}", highlight=False, soft_wrap=True)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from synthmri.params import ParamsError, build
 
-ARCHS = ("vgg19", "resnet50", "resnet152", "mobilenet_v2")
+ARCHS = ("vgg19", "resnet50", "resnet152", "mobilenet_v2", "small_cnn")
 _NUM = r"\d+(\.\d+)?"
 _AMOUNT = re.compile(rf"^(all|fill|x{_NUM}|R{_NUM}:S{_NUM})$")
 PAIR = re.compile(rf"^R(?P<r>{_NUM}):S(?P<s>{_NUM})$")  # the paper's "R66:S33": s synthetic per r real
@@ -56,7 +56,7 @@ def check_amount(value: Any, key: str, *, synthetic: bool) -> None:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: Literal["vgg19", "resnet50", "resnet152", "mobilenet_v2"] = "vgg19"
+    arch: Literal["vgg19", "resnet50", "resnet152", "mobilenet_v2", "small_cnn"] = "vgg19"  # small_cnn: the demo's, no pretrained weights
     pretrained: bool = True  # ImageNet weights from models/pretrained/ (`synthmri weights fetch`)
     weights_dir: str = "models/pretrained"
     trainable: Literal["paper", "all"] = "paper"  # paper: VGG-19 frozen except block5_conv2-4 (paper's code)
