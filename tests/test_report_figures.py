@@ -24,7 +24,7 @@ N = len(CLASSES)
 def cfg(tmp_path_factory):
     from synthmri.profiles import compose
 
-    out = compose(["profile=demo"], tmp_path_factory.mktemp("params") / "params.yaml", ROOT / "conf")
+    out = compose(["profile=paper"], tmp_path_factory.mktemp("params") / "params.yaml", ROOT / "conf")
     return load_classify(yaml.safe_load(out.read_text())["classify"])
 
 
@@ -87,11 +87,11 @@ def test_the_paper_order_not_the_alphabet(cfg, figures):
 def test_fig17_draws_each_series_in_order_of_training_images(cfg, figures):
     ax = figures[2]["fig17"].axes[0]
     lines = {ln.get_gid(): list(ln.get_xdata()) for ln in ax.lines if ln.get_gid() in RF.MINI_GROUPS}
-    assert lines["mini-real"] == _expected_x(cfg, "mini-real") == [16, 32, 48, 64, 80]  # demo: 4..20 real per class
-    assert lines["mini-mixed"] == _expected_x(cfg, "mini-mixed") == [32, 48, 80, 160]  # 4 real + 4..36 synthetic
+    assert lines["mini-real"] == _expected_x(cfg, "mini-real") == [72, 144, 216, 360, 720]  # the paper: 18..180 real per class
+    assert lines["mini-mixed"] == _expected_x(cfg, "mini-mixed") == [144, 216, 360, 720]  # 18 real + 18..162 synthetic per class
     notebooks = [c for c in ax.collections if c.get_gid() == RF.NOTEBOOKS_GID][0].get_offsets()
-    assert sorted(map(tuple, np.asarray(notebooks).tolist())) == [(16, 0.62), (32, 0.7167), (32, 0.7533), (80, 0.8567),
-                                                                  (160, 0.7833)]  # the notebooks' means at our x
+    assert sorted(map(tuple, np.asarray(notebooks).tolist())) == [(72, 0.62), (144, 0.7167), (144, 0.7533), (720, 0.7833),
+                                                                  (720, 0.8567)]  # the notebooks' means at our x
 
 
 def test_lines_join_only_scenarios_of_one_group(figures):

@@ -90,16 +90,23 @@ def test_real_weights_carry_no_banner_even_on_the_demo_profile(tmp_path):
 
 def test_summary_sets_synthetic_only_beside_the_baseline_and_says_what_to_open(tmp_path):
     metrics = tmp_path / "metrics"
-    acc = lambda mean, lo, hi: {"accuracy": {"mean": mean, "ci95_low": lo, "ci95_high": hi}, "pretrained": True}  # noqa: E731
-    _write(metrics / "scenarios" / "baseline.json", acc(0.875, 0.78125, 0.953125))
-    _write(metrics / "scenarios" / "s6_synthetic.json", acc(0.5, 0.375, 0.625))
+
+    def write(profile):
+        for name, (mean, lo, hi) in {"baseline": (0.875, 0.78125, 0.953125), "s6_synthetic": (0.5, 0.375, 0.625)}.items():
+            _write(metrics / "scenarios" / f"{name}.json",
+                   {"accuracy": {"mean": mean, "ci95_low": lo, "ci95_high": hi}, "pretrained": True,
+                    "provenance": {"profile": profile, "raw": f"data/raw/{profile}", "demo_data": profile == "demo"}})
+
+    write("demo")
     out = _run(tmp_path, "demo")
     assert "DEMO: Classifier accuracy on the real test set: trained on real images 0.88 (95% CI 0.78-0.95), " \
            "on synthetic images only (S6) 0.50 (95% CI 0.38-0.62); chance is 0.25." in out
     assert "synthetic only: accuracy │ 0.5 │" in out and "95% CI (test-set bootstrap) │ [0.38, 0.62] │" in out
     assert "Compare with nothing" not in out  # ImageNet classifiers, no fidelity run
     tail = out[out.index("Open next:"):]
-    for what in ("reports/README.md", "plots/", "dvc exp show", "dvc plots show"):
+    for what in ("reports/report.html", "plots/", "dvc exp show", "dvc plots show"):
         assert what in tail
-    # the paper profile: the same line, not labelled DEMO
-    assert "DEMO" not in _run(tmp_path, "paper") and "Classifier accuracy on the real test set" in _run(tmp_path)
+    # metrics of a paper-profile run: the same line, not labelled DEMO, whatever params.yaml now selects
+    write("paper")
+    out = _run(tmp_path, "demo")
+    assert "DEMO" not in out and "Classifier accuracy on the real test set" in out
