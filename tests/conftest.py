@@ -55,6 +55,7 @@ def machine_lacks(feature: str, detail: str, covered_by: str) -> None:
 SHARED_RUNS = ("demo_run", "demo_baseline")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         shared = next((f for f in SHARED_RUNS if f in getattr(item, "fixturenames", ())), None)

@@ -123,7 +123,10 @@ def _fidelity(random_weights: bool) -> dict:
                           "weights_sha256": "random-0" if random_weights else "6726825d" + "0" * 56}}
 
 
-def _report(tmp_path, monkeypatch, profile: str, random_inception: bool, pretrained: bool = True) -> str:
+def _report(tmp_path, monkeypatch, profile: str, random_inception: bool, pretrained: bool = True,
+            ran_on: str | None = None) -> str:
+    """`profile`: what params.yaml selects when the report runs; `ran_on`: the profile the scenario metrics
+    record (their provenance), when it differs."""
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump({"profile_name": profile, "classify": {}}))
     base = {"glioma": (0.93, 0.91), "meningioma": (0.83, 0.88)}
@@ -131,7 +134,10 @@ def _report(tmp_path, monkeypatch, profile: str, random_inception: bool, pretrai
             ("baseline", "baseline", base, 0.92), ("s2_m20", "S2", {"glioma": (0.875, 0.9), "meningioma": (0.7, 0.925)}, 0.9),
             ("s3_mg10", "S3", {"glioma": (0.9, 0.8125)}, 0.89), ("s3_mg33", "S3", {"glioma": (0.9, 0.75)}, 0.88),
             ("mini_r72", "mini-real", {}, 0.6)):
-        write_json(Path("metrics/scenarios") / f"{name}.json", _scenario(name, group, per_class, acc, pretrained))
+        scenario = _scenario(name, group, per_class, acc, pretrained)
+        if ran_on is not None:
+            scenario["provenance"] = {"profile": ran_on, "raw": f"data/raw/{ran_on}", "demo_data": ran_on == "demo"}
+        write_json(Path("metrics/scenarios") / f"{name}.json", scenario)
     write_json("metrics/fidelity.json", _fidelity(random_inception))
     report_cmd(Path("metrics/scenarios"), Path("data/classify"), Path("reports"), fidelity_json=Path("metrics/fidelity.json"))
     return Path("reports/README.md").read_text()
@@ -182,6 +188,14 @@ def test_random_weights_carry_the_banner_on_the_paper_profile(tmp_path, monkeypa
     assert "> **Compare with nothing: every scenario's classifier started from random weights " \
            "(`classify.model.pretrained: false`)" in md
     assert "random Inception" not in md
+
+
+def test_the_profile_is_the_one_the_metrics_record_not_params_yaml(tmp_path, monkeypatch):
+    """Demo numbers stay DEMO after params.yaml is switched back to the paper (issue 14 §3)."""
+    md = _report(tmp_path, monkeypatch, "paper", random_inception=False, ran_on="demo")
+    assert "DEMO" in md and "Profile: `demo`" in md
+    md = _report(tmp_path, monkeypatch, "demo", random_inception=False, ran_on="paper")
+    assert "DEMO" not in md and "Profile: `paper`" in md
 
 
 # ---- the whole page: data, samples, memorisation, ratio and paired tests, from hand-made stage outputs -------

@@ -175,8 +175,11 @@ def test_every_metrics_file_records_what_it_came_from(repo):
     files = sorted((repo / "metrics").rglob("*.json"))
     assert len(files) > 10
     for f in files:
-        assert read(repo, f.relative_to(repo).as_posix())["provenance"] == \
-            {"profile": "demo", "raw": "data/raw/demo", "demo_data": True}, f
+        m = read(repo, f.relative_to(repo).as_posix())
+        if f.name == "headline.json":  # the report's few `dvc exp show` columns: the profile its inputs recorded
+            assert m["profile"] == "demo", f
+            continue
+        assert m["provenance"] == {"profile": "demo", "raw": "data/raw/demo", "demo_data": True}, f
 
 
 def test_the_run_changes_only_dvcs_own_files(demo_run, root):
@@ -323,7 +326,7 @@ def test_every_scenario_has_well_formed_metrics(repo, params):
             assert all(0 <= v <= 1 for v in per_seed) and block["mean"] == pytest.approx(np.mean(per_seed)), name
         assert set(m["train_counts"]) == set(CLASSES) and m["train_images"] == sum(
             v["real"] + v["synthetic"] for v in m["train_counts"].values()), name
-        predictions = pd.read_csv(repo / "data/classify" / name / "predictions.csv")
+        predictions = pd.read_csv(repo / "data/classify" / name / "predictions.csv", keep_default_na=False)
         assert len(predictions[predictions.phase == predictions.phase.iloc[-1]]) == test_images * len(seeds), name
     baseline = read(repo, "metrics/scenarios/baseline.json")
     assert baseline["train_counts"] == {c: {"real": n, "synthetic": 0} for c, n in kept_per_class(repo, "train").items()}

@@ -24,6 +24,7 @@ from synthmri.classify import stats as S
 from synthmri.classify.config import ClassifyParams
 from synthmri.fidelity import metrics as FM
 from synthmri.io import atomic_path, read_json, read_table, write_json
+from synthmri.params import PROVENANCE
 from synthmri.summary import weights_banner
 
 BASELINE = "baseline"
@@ -136,6 +137,9 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     if not metrics:
         raise FileNotFoundError(f"no scenario metrics in {metrics_dir} (run the classify stages first)")
     metrics = {n: metrics[n] for n in RF.scenario_order(metrics, cfg.scenarios)}  # the paper's order, not A-Z
+    # the profile the numbers came from, as their stages recorded it: params.yaml may have moved on since
+    recorded = sorted({str(p["profile"]) for m in metrics.values() if (p := m.get(PROVENANCE)) and p.get("profile")})
+    profile = ", ".join(recorded) or profile
     out_dir = Path(out_dir)
     paired = {}
     if BASELINE in preds:
