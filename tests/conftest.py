@@ -50,17 +50,9 @@ def machine_lacks(feature: str, detail: str, covered_by: str) -> None:
 
 
 # ---- parallel runs (pytest-xdist, `make test`) ----------------------------------------------------
-# A session fixture is built once per worker: the tests sharing an expensive one (a whole demo run) go to
-# one worker together, so the suite pays for it once.
-SHARED_RUNS = ("demo_run", "demo_baseline")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        shared = next((f for f in SHARED_RUNS if f in getattr(item, "fixturenames", ())), None)
-        if shared is not None:
-            item.add_marker(pytest.mark.xdist_group(shared))
+# A session fixture is built once per worker: the modules sharing `demo_run` (a whole demo pipeline) carry
+# `DEMO_RUN_GROUP` so `--dist loadgroup` sends them to one worker and the suite pays for that run once.
+DEMO_RUN_GROUP = pytest.mark.xdist_group("demo_run")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

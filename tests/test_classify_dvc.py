@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from synthmri import CLASSES
-from tests.conftest import private_copy, ran, sh
+from tests.conftest import DEMO_RUN_GROUP, private_copy, ran, sh
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, DEMO_RUN_GROUP]  # one demo run per test session (conftest)
 RATIO = 0.25  # not the demo's own 0.5; it generates 60 images per class for about 100 real ones: ratios up to 0.5 fit
 
 

@@ -26,9 +26,9 @@ from PIL import Image
 from synthmri import CLASSES, SPLITS
 from synthmri import params as P
 from synthmri.data.demo import TRUTH_FILE
-from tests.conftest import declared_outputs, is_output, private_copy, ran, sh
+from tests.conftest import DEMO_RUN_GROUP, declared_outputs, is_output, private_copy, ran, sh
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, DEMO_RUN_GROUP]  # one demo run per test session (conftest)
 
 # What each nuisance the demo plants must become (demo.py's NUISANCES). A nuisance this test does not know
 # fails it, so a new one gets its expected outcome written down here.
