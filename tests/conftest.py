@@ -115,10 +115,12 @@ def project_files(root: Path) -> list[str]:
 
 def copy_project(root: Path, dst: Path, env: dict[str, str]) -> Path:
     """A git + DVC copy of the project's files (`project_files`) at `dst`, committed, with the `team`
-    remote pointed at a folder beside it."""
+    remote pointed at a folder beside it. Its params.yaml is composed afresh from conf/ (the paper profile, as
+    committed): the workspace's may be on another profile after `make demo`."""
     for rel in project_files(root):
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dst / rel)
+    sh(["synthmri", "params", "profile=paper"], dst, env)
     sh(["git", "init", "-q", "-b", "main"], dst, env)
     sh(["dvc", "remote", "modify", "team", "url", str(dst.parent / "remote")], dst, env)
     sh(["git", "add", "-A"], dst, env)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import declared_outputs, private_copy, project_files, sh
+from tests.conftest import copy_project, declared_outputs, private_copy, project_files, sh
 
 STAGE = "train_generator@glioma"
 
@@ -71,3 +71,17 @@ def test_sigkilled_generator_stage_resumes_from_its_checkpoint(tmp_path, demo_ba
     assert 2 <= metrics["resumed_from_epoch"] < 12 and metrics["epochs"] == 12  # continued, not started over
     assert (repo / "models" / "generators" / "glioma" / "model.safetensors").stat().st_size > 0
     assert "up to date" in sh(["dvc", "status", STAGE], repo, venv_env)
+
+
+def test_project_copies_start_on_the_committed_profile_whatever_the_workspace_holds(root, tmp_path, venv_env):
+    """After `make demo` the workspace's params.yaml is on the demo profile: a copy still starts as a clean
+    checkout does, on the paper profile composed from conf/ (issue 13 §2)."""
+    workspace = tmp_path / "workspace"
+    for rel in project_files(root):
+        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, workspace / rel)
+    sh(["git", "init", "-q"], workspace, venv_env)
+    sh(["synthmri", "params", "profile=demo"], workspace, venv_env)
+    copy = copy_project(workspace, tmp_path / "copy", venv_env)
+    assert yaml.safe_load((copy / "params.yaml").read_text())["profile_name"] == "paper"
+    assert (copy / "params.yaml").read_bytes() == (root / "params.yaml").read_bytes()  # the committed composition
