@@ -84,4 +84,5 @@ def test_project_copies_start_on_the_committed_profile_whatever_the_workspace_ho
     sh(["synthmri", "params", "profile=demo"], workspace, venv_env)
     copy = copy_project(workspace, tmp_path / "copy", venv_env)
     assert yaml.safe_load((copy / "params.yaml").read_text())["profile_name"] == "paper"
-    assert (copy / "params.yaml").read_bytes() == (root / "params.yaml").read_bytes()  # the committed composition
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=root, capture_output=True, check=True).stdout
+    assert (copy / "params.yaml").read_bytes() == committed  # the committed composition, not the workspace's
