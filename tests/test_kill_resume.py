@@ -48,10 +48,11 @@ def test_project_copies_leave_out_every_pipeline_output(root, tmp_path, venv_env
 def test_sigkilled_generator_stage_resumes_from_its_checkpoint(tmp_path, demo_baseline, venv_env):
     repo = private_copy(demo_baseline, tmp_path / "repo")
     assert not (repo / "checkpoints").exists()  # a clean start, whatever the workspace held
-    # Checkpoint every 2 epochs so the kill lands after one; 12 epochs keep the test short. The epochs key
+    # Checkpoint every 2 epochs so the kill lands after one; 100 epochs so it lands well before the end (the
+    # demo DCGAN runs an epoch in a fraction of a second). The epochs key
     # is the demo generator's own (generator.<kind>.epochs), whichever kind the demo profile trains.
     kind = yaml.safe_load((repo / "params.yaml").read_text())["generator"]["kind"]
-    sh(["synthmri", "params", "profile=demo", f"generator.{kind}.epochs=12", "generator.train.checkpoint_every=2"],
+    sh(["synthmri", "params", "profile=demo", f"generator.{kind}.epochs=100", "generator.train.checkpoint_every=2"],
        repo, venv_env)
     ckpt_dir = repo / "checkpoints" / "generators" / "glioma"
     proc = subprocess.Popen(["dvc", "repro", "--single-item", STAGE], cwd=repo, env=venv_env,
