@@ -69,7 +69,7 @@ def test_sigkilled_generator_stage_resumes_from_its_checkpoint(tmp_path, demo_ba
     out = sh(["dvc", "repro", "--single-item", STAGE], repo, venv_env)
     assert f"Running stage '{STAGE}'" in out
     metrics = json.loads((repo / "metrics" / "generator" / "glioma.json").read_text())
-    assert 2 <= metrics["resumed_from_epoch"] < 12 and metrics["epochs"] == 12  # continued, not started over
+    assert 2 <= metrics["resumed_from_epoch"] < 100 and metrics["epochs"] == 100  # continued, not started over
     assert (repo / "models" / "generators" / "glioma" / "model.safetensors").stat().st_size > 0
     assert "up to date" in sh(["dvc", "status", STAGE], repo, venv_env)
 
