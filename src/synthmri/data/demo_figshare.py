@@ -143,8 +143,9 @@ def _patients(cfg: DemoParams) -> list[_Patient]:
     out = []
     for code in range(n):
         cls = classes[code // f.patients_per_class]
-        digits = f"{100000 + 7919 * code % 900000:06d}"
-        pid = f"MR{digits}" if code % 5 == 4 else digits  # the release's PIDs are not always digits
+        # unique IDs; the release's are not always digits, and a leading zero must survive every table
+        digits = f"{'0' if code % 5 == 2 else '1'}{7919 * code % 100000:05d}"
+        pid = f"MR{digits}" if code % 5 == 4 else digits
         size = max(32, cfg.size // 2) if code in small else cfg.size
         out.append(_Patient(code, cls, pid, PLANES[int(rng.integers(len(PLANES)))],
                             int(rng.integers(f.min_slices, f.max_slices + 1)), size,
