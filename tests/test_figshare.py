@@ -175,6 +175,7 @@ def test_a_class_outside_data_classes_is_quarantined_not_dropped(tmp_path):
     _, man, q = _ingest(src, tmp_path / "out", classes=("meningioma", "glioma"))
     assert man["relpath"].tolist() == ["1.mat"]
     assert q["reason"].tolist() == ["class pituitary (label 3) is not in data.classes ['meningioma', 'glioma']"]
+    assert sorted(p.name for p in (tmp_path / "out/slices").iterdir()) == ["1.png", "1_mask.png"]  # none for it
 
 
 # ---- the release, every packaging ---------------------------------------------------------------------
@@ -391,3 +392,11 @@ def test_demo_figshare_through_dvc(tmp_path, root, venv_env):
     assert man["patient"].tolist() == truth["patient"].tolist() and man["class"].tolist() == truth["class"].tolist()
     assert read_table(repo / "data/interim/dedup.csv")["patient"].tolist() == truth["patient"].tolist()
     assert "Running stage" not in sh(["dvc", "repro", "dedup"], repo, venv_env)  # nothing stale, nothing rerun
+
+
+def test_preflight_accepts_the_release_under_data_format_figshare(release):
+    from synthmri.preflight import _check_raw
+
+    raw, _, _ = release
+    assert _check_raw({"data": {"raw": raw.as_posix(), "format": "figshare"}}, Path("/")).status == "ok"
+    assert _check_raw({"data": {"raw": raw.as_posix()}}, Path("/")).status == "FAIL"  # not the Kaggle layout

@@ -11,7 +11,8 @@ Each slice is decoded (`synthmri.data.figshare`), windowed to 8 bits by its own 
 its tumour mask beside it (255 = tumour), under OUT_DIR/slices/. The manifest's `relpath` is the slice's
 name inside its innermost container (`12.mat`), the same whichever packaging came in; `source` says where
 it was. `patient` is the decoded PID, `fold` the publisher's cvind fold (empty without cvind.mat), `split`
-empty: the split stage assigns it. Every file lands in exactly one of manifest.csv, quarantine.csv or
+empty: the split stage assigns it. quarantine.csv's `path` is the file's `source` (inside the zips there is
+no path on disk). Every file lands in exactly one of manifest.csv, quarantine.csv or
 outside_layout.csv (not slices: cvind.mat, README.txt, ...), checked against an independent listing
 (os.walk and each zip's own name list, nested zips read as streams) before anything is written.
 """
@@ -160,7 +161,7 @@ def _read(where: tuple[str, ...], source: str) -> bytes:
 
 def _decode(item: tuple) -> dict[str, Any]:
     """Decode one slice and write its PNGs; its manifest fields, or {"reason": why it is quarantined}."""
-    where, source, max_pixels, min_side, window, png, mask_png = item
+    where, source, max_pixels, min_side, window, classes, png, mask_png = item
     try:
         data = _read(where, source)
     except ValueError as e:
@@ -171,6 +172,8 @@ def _decode(item: tuple) -> dict[str, Any]:
         if min(w, h) < min_side:
             raise fs.MatError(f"too small: {w}x{h} px, a side below ingest.min_side={min_side}")
         u8, lo, hi = fs.to_8bit(s.image, window)
+        if s.cls not in classes:
+            raise fs.MatError(f"class {s.cls} (label {s.label}) is not in data.classes {list(classes)}")
     except fs.MatError as e:
         return {"reason": str(e)}
     except Exception as e:  # a decoder tripping on a malformed file is bad input, not a crash
@@ -234,7 +237,7 @@ def _ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, 
     items = []
     for e in slices:
         stem = _printable(e.name)[: -len(".mat")]
-        items.append((e.where, e.source, cfg.max_pixels, cfg.min_side, window,
+        items.append((e.where, e.source, cfg.max_pixels, cfg.min_side, window, tuple(classes),
                       str(slices_dir / f"{stem}.png"), str(slices_dir / f"{stem}{MASK_SUFFIX}")))
     results = parallel_map(_decode, items, desc="ingest: .mat slices", workers=n_workers(cfg.workers))
 
@@ -243,8 +246,6 @@ def _ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, 
         quarantined.append({"split": "", "class": "", "relpath": _printable(e.name), "path": _printable(e.source),
                             "reason": e.reason})
     for e, r in zip(slices, results):
-        if "reason" not in r and r["class"] not in classes:
-            r = {"reason": f"class {r['class']} (label {r['label']}) is not in data.classes {list(classes)}"}
         if "reason" in r:
             quarantined.append({"split": "", "class": "", "relpath": _printable(e.name),
                                 "path": _printable(e.source), "reason": r["reason"]})
