@@ -273,3 +273,47 @@ def test_cli_writes_the_manifest_and_metrics(tmp_path):
     params.write_text(yaml.safe_dump({"data": {"classes": list(TUMOURS)}, "split": {"method": "folders"}}))
     bad = CliRunner().invoke(app, args)
     assert bad.exit_code == 2 and "split.method folders" in bad.output
+
+
+# ---- through preprocess ---------------------------------------------------------------------------
+
+
+def _dedup_manifest(tmp: Path) -> Path:
+    """test_preprocess's tiny set of real images, with the columns dedup adds."""
+    from tests.test_preprocess import standard_set
+
+    path = standard_set(tmp)
+    write_table(read_table(path).assign(dup_group="", dup_scope="", dup_of=""), path)
+    return path
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.png"))}
+
+
+def test_preprocess_writes_val_and_folders_without_val_change_nothing(tmp_path):
+    from synthmri.data.preprocess import preprocess
+    from tests.test_preprocess import config
+
+    classes = ("glioma", "meningioma", "notumor", "pituitary")
+    dedup_csv = _dedup_manifest(tmp_path)
+    pre = config(**{"rotate.probability": 1.0, "rotate.test": True})
+    direct = preprocess(dedup_csv, tmp_path / "direct", pre, classes)
+
+    # folders, no val (the paper's profiles): the same images, byte for byte, and the same metrics
+    S.split(dedup_csv, tmp_path / "same.csv", cfg(), classes)
+    same = preprocess(tmp_path / "same.csv", tmp_path / "same", pre, classes)
+    assert _tree(tmp_path / "same") == _tree(tmp_path / "direct") and same == direct
+
+    # a val carve-out: val/<class>/*.png and manifest rows split=val, never rotated, matched to the agnostic reference
+    S.split(dedup_csv, tmp_path / "val.csv", cfg(val_fraction=0.3), classes)
+    m = preprocess(tmp_path / "val.csv", tmp_path / "val", pre, classes)
+    man = read_table(tmp_path / "val" / "manifest.csv")
+    val = man[(man["split"] == "val") & (man["status"] == "kept")]
+    files = sorted(p.relative_to(tmp_path / "val").as_posix() for p in (tmp_path / "val" / "val").rglob("*.png"))
+    assert len(val) >= 6 and files == sorted(Path(p).relative_to(tmp_path / "val").as_posix() for p in val["out_path"])
+    assert (val["rotation"] == 0).all() and m["rotated"]["val"] == 0 and m["rotated"]["test"] == m["test"]["total"]
+    assert m["val"]["total"] == len(val) and m["histmatch_reference"]["val"] == "agnostic"
+    assert m["reference"]["agnostic"]["per_split"] == {"train": pre.histmatch.reference_images, "test": 0}
+    assert (val["source_split"] == "train").all()  # carved out of Training; Testing untouched
+    assert m["test"] == direct["test"]
