@@ -317,3 +317,33 @@ def test_preprocess_writes_val_and_folders_without_val_change_nothing(tmp_path):
     assert m["reference"]["agnostic"]["per_split"] == {"train": pre.histmatch.reference_images, "test": 0}
     assert (val["source_split"] == "train").all()  # carved out of Training; Testing untouched
     assert m["test"] == direct["test"]
+
+
+# ---- classify's data layer ------------------------------------------------------------------------
+
+
+def test_classify_data_exposes_val_and_never_trains_on_it(tmp_path, monkeypatch):
+    from synthmri import CLASSES
+    from synthmri.classify.data import check_plan, load_images
+    from synthmri.classify.mixtures import LeakageError, Plan
+    from tests.test_classify_data import make_dataset
+
+    monkeypatch.chdir(tmp_path)
+    manifest, syn = make_dataset(tmp_path, train=6, test=3, synthetic=2, leak=True)
+    df = read_table(manifest)
+    # two Training images per class become val; each class's leaked copy of a test image becomes val too
+    first = df[(df["split"] == "train") & (df["status"] == "kept")].groupby("class").head(2).index
+    leaked = df.index[df["out_path"].str.endswith("_leak.png")]
+    df.loc[first.union(leaked), "split"] = "val"
+    write_table(df, manifest)
+
+    images = load_images(manifest, syn, CLASSES, 32, workers=1)
+    val = sorted(df.loc[first, "out_path"])
+    assert sorted(p for p, _ in images.val) == val and all(c in p for p, c in images.val)
+    assert sorted(e["path"] for e in images.val_excluded) == sorted(df.loc[leaked, "out_path"])  # copies of test images
+    assert not set(val) & {p for c in CLASSES for p in images.pools.real[c]}
+    assert images.pixels[images.index(val)].shape == (len(val), 32, 32)  # decoded, ready for a classifier
+    assert images.test_copies_found == 0  # the leaked copies left Training with the val split
+    for path in (val[0], images.val_excluded[0]["path"]):
+        with pytest.raises(LeakageError, match="a val image in a training set"):
+            check_plan(images, Plan(rows=((path, "glioma", "real"),), counts={}))
