@@ -5,8 +5,10 @@ dedup's manifest in, the same rows out with `split` assigned (the dataset's own 
 patients each pair of splits shares. Methods (`split.method`):
 - folders: the dataset's Training/Testing folders (Kaggle, the paper); `split.val_fraction` > 0
   carves a seeded val set out of Training, stratified by class and grouped by patient.
-- image: the SD-Turbo study's code: per class, a seeded shuffle cut at int(0.7 n) and int(0.2 n),
-  the rest test (its 2,144 / 612 / 308, per class 495 / 998 / 651 train). Patients straddle the splits.
+- image: the SD-Turbo study as coded: random by image, seed 42. Its recorded split (2,144 / 612 / 308)
+  is per class exactly int(0.7 n), int(0.2 n) and the rest (495 / 998 / 651 train, 72 / 143 / 93 test
+  of 708 / 1,426 / 930), so each class is shuffled (seeded) and cut so; the shuffle itself cannot be
+  replayed (its image order and RNG are not recorded). Patients straddle the splits.
 - patient: the corrected default where patients are known: whole patients go to one split, each
   class as close to `split.fractions` as whole patients allow.
 - cvind: the publisher's patient-wise fold `split.fold` (figshare's cvind.mat) is test; val is carved
@@ -105,7 +107,7 @@ def _folders(rows: pd.DataFrame, cfg: SplitParams) -> np.ndarray:
 
 
 def _image(rows: pd.DataFrame, cfg: SplitParams) -> np.ndarray:
-    """The SD-Turbo study's code: per class, a seeded shuffle cut at floor(f n) (its recorded counts)."""
+    """The SD-Turbo study as coded: per class, a seeded shuffle cut at floor(f n) (its recorded counts)."""
     f = cfg.fractions
     final = np.empty(len(rows), object)
     for cls in sorted(set(rows["class"])):
