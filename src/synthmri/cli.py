@@ -71,15 +71,26 @@ def _load(section: str, path: Path):
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Path, typer.Argument(help="folder to write the Kaggle-layout demo dataset into")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the demo dataset into")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="kaggle (Training/<class>/, Testing/<class>/) or figshare (.mat v7.3 files packaged like "
+                         "the figshare release); default: demo.format")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ):
     """Generate the demo dataset: MNI152 slices with class-specific lesions and planted nuisances."""
-    from synthmri.data.demo import make_demo_dataset
-
     cfg = _load("demo", params)
-    classes = _load("data", params).classes
-    summary = _run(make_demo_dataset, out_dir, cfg, classes)
+    fmt = fmt or cfg.format
+    if fmt == "figshare":  # its labels fix the classes: meningioma, glioma, pituitary
+        from synthmri.data.demo_figshare import make_figshare_demo
+
+        summary = _run(make_figshare_demo, out_dir, cfg)
+    elif fmt == "kaggle":
+        from synthmri.data.demo import make_demo_dataset
+
+        summary = _run(make_demo_dataset, out_dir, cfg, _load("data", params).classes)
+    else:
+        _error(f"--format: expected kaggle or figshare, got {fmt!r}")
+        raise typer.Exit(2)
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
 
@@ -96,7 +107,9 @@ def check_raw(
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="Kaggle-layout folder or .zip (Training/, Testing/ with class folders)")],
+    source: Annotated[Path, typer.Argument(
+        help="data.format kaggle: a folder or .zip with Training/, Testing/ class folders; figshare: the release's "
+             "zip, its inner zips in a folder, or a folder of .mat files")],
     out_dir: Annotated[Path, typer.Argument(help="folder for manifest.csv and quarantine.csv")],
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
@@ -104,8 +117,8 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes,
-         metrics=metrics, params=params)
+    data = _load("data", params)
+    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, metrics=metrics, params=params)
 
 
 @app.command()

@@ -30,10 +30,21 @@ class DataParams:
     raw: str = "data/raw/kaggle"  # Kaggle-layout folder or zip the pipeline ingests
     classes: tuple[str, ...] = CLASSES  # class folder names expected in Training/ and Testing/
     source: str = ""  # how to get the raw data, shown when data.raw is missing (`synthmri check-raw`)
+    # kaggle: Training/<class>/, Testing/<class>/ image folders | figshare: the .mat v7.3 release of
+    # Cheng et al. (outer zip, its four inner zips, or a folder of .mat files)
+    format: Literal["kaggle", "figshare"] = "kaggle"
 
     def __post_init__(self):
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ParamsError(f"data.classes must be distinct and non-empty, got {list(self.classes)}")
+
+
+@dataclass(frozen=True)
+class DemoFigshareParams:
+    patients_per_class: int = 6  # synthetic patients per class (meningioma, glioma, pituitary)
+    min_slices: int = 3  # slices per patient, drawn in [min_slices, max_slices] (the release: about 13)
+    max_slices: int = 6
+    small_fraction: float = 0.15  # share of patients scanned at half of demo.size (the release: a few 256 px)
 
 
 @dataclass(frozen=True)
@@ -47,9 +58,16 @@ class DemoParams:
     exact_duplicates: int = 4  # per class, byte-identical copies within Training
     near_duplicates: int = 3  # per class, re-encoded / slightly changed copies within Training
     leaked_duplicates: int = 2  # per class, Testing images copied into Training (leakage)
-    broken_files: bool = True  # a truncated JPEG, a zero-byte file, a non-image named .jpg
+    broken_files: bool = True  # a truncated JPEG, a zero-byte file, a non-image named .jpg (Kaggle layout)
+    format: Literal["kaggle", "figshare"] = "kaggle"  # the layout the demo_data stage writes
+    figshare: DemoFigshareParams = field(default_factory=DemoFigshareParams)  # format: figshare only
 
     def __post_init__(self):
+        f = self.figshare
+        _check(f.patients_per_class >= 1, "demo.figshare.patients_per_class", "must be >= 1")
+        _check(1 <= f.min_slices <= f.max_slices, "demo.figshare.min_slices",
+               f"need 1 <= min_slices <= max_slices, got {f.min_slices} and {f.max_slices}")
+        _check(0 <= f.small_fraction <= 1, "demo.figshare.small_fraction", "must be in [0, 1]")
         _check(self.train_per_class >= 4, "demo.train_per_class", "must be >= 4")
         _check(self.test_per_class >= 1, "demo.test_per_class", "must be >= 1")
         _check(32 <= self.size <= 1024, "demo.size", "must be in [32, 1024]")
@@ -60,14 +78,24 @@ class DemoParams:
 
 
 @dataclass(frozen=True)
+class FigshareIngestParams:
+    # int16 -> 8 bit: each slice's own [low, high] percentiles map to 0 and 255 (clipped outside)
+    window_percentiles: tuple[float, ...] = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
 class IngestParams:
     max_pixels: int = 50_000_000  # larger images are quarantined as decompression bombs
     max_archive_bytes: int = 20 * 1024**3  # refuse a zip that would expand beyond this
     max_archive_members: int = 200_000  # refuse a zip with more entries than this
     min_side: int = 32  # px; images whose smaller side is below this are quarantined (never upscaled into data)
     workers: int = 0  # decoding processes; 0 = all cores
+    figshare: FigshareIngestParams = field(default_factory=FigshareIngestParams)  # data.format: figshare
 
     def __post_init__(self):
+        w = self.figshare.window_percentiles
+        _check(len(w) == 2 and 0 <= w[0] < w[1] <= 100, "ingest.figshare.window_percentiles",
+               f"expected [low, high] with 0 <= low < high <= 100, got {list(w)}")
         _check(self.max_pixels > 0, "ingest.max_pixels", "must be > 0")
         _check(self.max_archive_bytes > 0, "ingest.max_archive_bytes", "must be > 0")
         _check(self.max_archive_members > 0, "ingest.max_archive_members", "must be > 0")
