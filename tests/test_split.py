@@ -347,3 +347,44 @@ def test_classify_data_exposes_val_and_never_trains_on_it(tmp_path, monkeypatch)
     for path in (val[0], images.val_excluded[0]["path"]):
         with pytest.raises(LeakageError, match="a val image in a training set"):
             check_plan(images, Plan(rows=((path, "glioma", "real"),), counts={}))
+
+
+# ---- the figshare demo release, through the real stages ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def figshare_dedup(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """The tiny figshare demo (real v7.3 .mat files, patient-wise cvind.mat) through ingest, audit, dedup."""
+    from synthmri.data.audit import audit
+    from synthmri.data.dedup import dedup
+    from synthmri.data.demo import TRUTH_FILE
+    from synthmri.data.demo_figshare import make_figshare_demo
+    from synthmri.data.ingest import ingest
+
+    tmp = tmp_path_factory.mktemp("figshare")
+    cfg = P.DemoParams(size=48, figshare=P.DemoFigshareParams(patients_per_class=10, min_slices=2, max_slices=4))
+    make_figshare_demo(tmp / "raw", cfg)
+    ingest(tmp / "raw", tmp / "ingest", P.IngestParams(workers=1), TUMOURS, "figshare")
+    audit(tmp / "ingest" / "manifest.csv", tmp / "audit.csv", tmp / "plots", P.AuditParams(workers=1), TUMOURS)
+    dedup(tmp / "audit.csv", tmp / "dedup.csv", P.DedupParams(compare_engines=False, workers=1))
+    return tmp / "dedup.csv", read_table(tmp / "raw" / TRUTH_FILE)
+
+
+def test_figshare_release_splits_by_patient_and_by_the_publishers_folds(figshare_dedup, tmp_path):
+    dedup_csv, truth = figshare_dedup
+    folds = truth.set_index("relpath")["fold"]
+    for c in (cfg(method="patient"), cfg(method="cvind", fold=3, val_fraction=0.25)):
+        m = S.split(dedup_csv, tmp_path / "split.csv", c, TUMOURS)
+        out = read_table(tmp_path / "split.csv")
+        kept = out[out["dedup_status"] == "keep"]
+        assert m["patient_ids"] == "known" and m["patients"] == truth["patient"].nunique() == 30
+        assert m["shared_patients"] == {"train-val": 0, "train-test": 0, "val-test": 0}
+        assert kept.groupby("patient")["split"].nunique().max() == 1 and m["val"]["patients"] >= 3
+        assert sum(m[s]["patients"] for s in P.SPLITS) == 30
+        if c.method == "cvind":
+            test = set(kept.loc[kept["split"] == "test", "relpath"])
+            assert test == {r for r in kept["relpath"] if folds[r] == 3}
+    m = S.split(dedup_csv, tmp_path / "split.csv", cfg(method="image"), TUMOURS)
+    assert sum(m["shared_patients"].values()) > 10  # by image, most patients straddle
+    with pytest.raises(S.SplitError, match="split.method folders"):
+        S.split(dedup_csv, tmp_path / "split.csv", cfg(), TUMOURS)
