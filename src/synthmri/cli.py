@@ -150,9 +150,23 @@ def dedup(
 
 
 @app.command()
-def preprocess(
+def split(
     manifest: Annotated[Path, typer.Argument(help="dedup's manifest")],
-    out_dir: Annotated[Path, typer.Argument(help="folder for {train,test}/<class>/*.png and manifest.csv")],
+    out_csv: Annotated[Path, typer.Argument(help="the manifest with split assigned (train, val, test)")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Assign train / val / test (`split.method`: folders, image, patient, cvind); report patients per split."""
+    from synthmri.data.split import split as run
+
+    _run(run, manifest, out_csv, _load("split", params), _load("data", params).classes,
+         cross_split=_load("dedup", params).cross_split, metrics=metrics, params=params)
+
+
+@app.command()
+def preprocess(
+    manifest: Annotated[Path, typer.Argument(help="the split stage's manifest")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for {train,val,test}/<class>/*.png and manifest.csv")],
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
 ):

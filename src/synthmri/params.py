@@ -265,6 +265,41 @@ class LinkParams:
         _check(self.workers >= 0, "link.workers", "must be >= 0")
 
 
+SPLITS = ("train", "val", "test")  # the final splits, least to most held-out
+SPLIT_METHODS = ("folders", "image", "patient", "cvind")
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = 0.7  # the SD-Turbo study's 70/20/10 (methods image and patient)
+    val: float = 0.2
+    test: float = 0.1
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    # folders: the dataset's own Training/Testing folders (+ val carved from Training); image: random by
+    # image (the SD-Turbo study's code); patient: grouped by patient, stratified by class; cvind: the
+    # publisher's patient-wise fold `fold` is test (figshare's cvind.mat)
+    method: Literal["folders", "image", "patient", "cvind"] = "folders"
+    val_fraction: float = 0.0  # folders, cvind: share of the non-test images carved out as val (by patient)
+    fractions: SplitFractions = field(default_factory=SplitFractions)  # image, patient: shares of all images
+    seed: int = 42  # the SD-Turbo study's code: 42
+    fold: int = 1  # cvind: the publisher's fold used as test (1-based, as cvind.mat numbers them)
+
+    def __post_init__(self):
+        _check(0 <= self.val_fraction < 1, "split.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        f = self.fractions
+        for name in SPLITS:
+            _check(0 <= getattr(f, name) <= 1, f"split.fractions.{name}", f"must be in [0, 1], got {getattr(f, name)}")
+        total = f.train + f.val + f.test
+        _check(abs(total - 1) < 1e-6, "split.fractions",
+               f"must sum to 1, got {f.train} + {f.val} + {f.test} = {total:g}")
+        _check(f.train > 0 and f.test > 0, "split.fractions", "train and test must be > 0")
+        _check(self.seed >= 0, "split.seed", "must be >= 0")
+        _check(self.fold >= 1, "split.fold", f"must be >= 1 (cvind.mat numbers its folds from 1), got {self.fold}")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "demo": DemoParams,
@@ -272,6 +307,7 @@ SECTIONS: dict[str, type] = {
     "audit": AuditParams,
     "dedup": DedupParams,
     "link": LinkParams,
+    "split": SplitParams,
     "preprocess": PreprocessParams,
 }
 
