@@ -38,6 +38,7 @@ EXPORT_FRACTION = 0.85  # share of the figshare slices exported (Kaggle: most of
 TEST_FRACTION = 0.2  # share of the exported images in Testing, drawn by image: patients straddle (Kaggle: ~19 %)
 RESIZE_FRACTION = 0.3
 RESIZE_SCALES = (0.5, 0.75)
+MIN_RESIZED = 48  # px: never resized below this (ingest quarantines images under ingest.min_side)
 MIRROR_FRACTION = 0.05
 RGB_FRACTION = 0.1
 UNRELATED_TUMOUR_FRACTION = 0.15  # per tumour class, images from other heads (Kaggle's other sources)
@@ -66,9 +67,9 @@ def _export(image: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
     gamma, top = rng.uniform(0.6, 1.6), rng.uniform(0.75, 1.0)
     u8 = np.round(255 * top * x**gamma).astype(np.uint8)
     detail = [f"gamma {gamma:.2f}", f"max {255 * top:.0f}"]
-    if rng.random() < RESIZE_FRACTION:
-        scale = float(rng.choice(RESIZE_SCALES))
-        side = max(16, int(round(u8.shape[0] * scale)))
+    resize, scale = rng.random() < RESIZE_FRACTION, float(rng.choice(RESIZE_SCALES))
+    side = int(round(u8.shape[0] * scale))
+    if resize and side >= MIN_RESIZED:
         u8 = cv2.resize(u8, (side, side), interpolation=cv2.INTER_AREA)
         detail.append(f"resized x{scale:g}")
     if rng.random() < MIRROR_FRACTION:
