@@ -253,7 +253,7 @@ class LinkParams:
     px_size: int = 32  # thumbnail side (the dedup engine's thumbnails)
     rank_floor: float = 0.6  # intensity ranks (0-1) below this are tied: background noise carries no identity
     flips: bool = True  # also compare the quarter turns and mirror images of each slice
-    min_score: float = 0.9  # a match needs a rank correlation >= this
+    min_score: float = 0.95  # a match needs a rank correlation >= this
     min_margin: float = 0.02  # ... and this much above the best slice of any other patient
     workers: int = 0  # thumbnail decoding processes; 0 = all cores
 
