@@ -330,3 +330,9 @@ def test_dvc_runs_the_sd_turbo_demo_route_and_reruns_narrowly(demo_baseline, tmp
     out = sh(["dvc", "exp", "run", "-S", "profile=demo", "-S", "generator.kind=sd_turbo",
               "-S", "generate.sd_turbo.mode=txt2img", "generate"], repo, venv_env)
     assert ran(out) == {f"generate@{c}" for c in classes}
+
+
+def test_the_registry_knows_which_kinds_train_one_model_for_all_classes():
+    from synthmri.generative.registry import CONDITIONAL, kinds
+
+    assert {name for name, cls in kinds().items() if cls.conditional} == set(CONDITIONAL) == {"sd_turbo"}
