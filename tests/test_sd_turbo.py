@@ -336,3 +336,24 @@ def test_the_registry_knows_which_kinds_train_one_model_for_all_classes():
     from synthmri.generative.registry import CONDITIONAL, kinds
 
     assert {name for name, cls in kinds().items() if cls.conditional} == set(CONDITIONAL) == {"sd_turbo"}
+
+
+def test_memorisation_compares_each_img2img_image_with_its_own_source(tmp_path):
+    from synthmri.fidelity.config import MemorisationParams
+    from synthmri.fidelity.evaluate import synthetic_sources
+    from synthmri.fidelity.features import load_images as load_set
+    from synthmri.fidelity.memorisation import own_source
+
+    rng = np.random.default_rng(2)
+    real = [asymmetric(64, rng) for _ in range(3)]
+    for i, img in enumerate(real):
+        write_png(tmp_path / f"real/{i}.png", img)
+    write_png(tmp_path / "syn/c_0000.png", real[0][:, ::-1])  # a mirrored copy of its own source
+    write_png(tmp_path / "syn/c_0001.png", real[2])  # a copy of another image than its source
+    write_table(pd.DataFrame({"path": ["c_0000.png", "c_0001.png"],
+                              "source": [(tmp_path / "real/0.png").as_posix(), (tmp_path / "real/1.png").as_posix()]}),
+                tmp_path / "syn/manifest.csv")
+    train = load_set("real", [(tmp_path / f"real/{i}.png").as_posix() for i in range(3)], 50, 1)
+    synth = load_set("syn", [(tmp_path / f"syn/c_{i:04d}.png").as_posix() for i in range(2)], 50, 1)
+    own = own_source(synth, train, synthetic_sources(tmp_path / "syn", synth.paths), MemorisationParams())
+    assert (own["images"], own["near_copies"], own["mse_min"]) == (2, 1, 0.0)
