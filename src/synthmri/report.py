@@ -191,7 +191,10 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     # 2. fidelity (paper §5.1.3, §6.1)
     lines += ["## 2. Fidelity of the generated images (paper §6.1)", ""] + _demote(_fidelity_tables(fidelity))
     if synthetic_dir and Path(synthetic_dir).is_dir():
-        figure("samples", RF.fig_samples(Path(synthetic_dir), classes or list(PAPER_FID)),
+        rows = classes or list(PAPER_FID)
+        if not all((Path(synthetic_dir) / c).is_dir() for c in rows):  # a task's per-source generators: their folders
+            rows = sorted(d.name for d in Path(synthetic_dir).iterdir() if d.is_dir())
+        figure("samples", RF.fig_samples(Path(synthetic_dir), rows),
                "Generated images, the first six of each class's generator (paper's Figure 10)")
     lines += _memorisation_table(fidelity)
     mem_plots = Path(plots_dir) / "fidelity" if plots_dir else None
