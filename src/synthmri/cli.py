@@ -104,7 +104,8 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes,
+    data = _load("data", params)
+    _run(run, source, out_dir, _load("ingest", params), data.classes, data.class_names,
          metrics=metrics, params=params)
 
 

@@ -30,10 +30,18 @@ class DataParams:
     raw: str = "data/raw/kaggle"  # Kaggle-layout folder or zip the pipeline ingests
     classes: tuple[str, ...] = CLASSES  # class folder names expected in Training/ and Testing/
     source: str = ""  # how to get the raw data, shown when data.raw is missing (`synthmri check-raw`)
+    class_names: dict[str, str] = field(default_factory=dict)  # class folder name -> class, e.g. {yes: tumor} (ingest)
 
     def __post_init__(self):
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ParamsError(f"data.classes must be distinct and non-empty, got {list(self.classes)}")
+        if self.class_names is None:
+            object.__setattr__(self, "class_names", {})
+        _check(isinstance(self.class_names, dict), "data.class_names",
+               f"expected a mapping {{folder name: class}}, got {self.class_names!r}")
+        for folder, cls in self.class_names.items():
+            _check(isinstance(folder, str) and isinstance(cls, str) and cls in self.classes,
+                   f"data.class_names.{folder}", f"must name a class of data.classes {list(self.classes)}, got {cls!r}")
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     paired = {}
     if BASELINE in preds:
         for name, p in preds.items():
-            if name != BASELINE:
+            if name != BASELINE and metrics.get(name, {}).get("test_set", "real") == "real":  # same test images only
                 paired[name] = paired_vs_baseline(p, preds[BASELINE])
     paired = {n: paired[n] for n in metrics if n in paired}
     fidelity = _read(fidelity_json)
