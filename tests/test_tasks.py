@@ -87,3 +87,14 @@ def test_per_source_generators_pool_into_their_target(tmp_path):
         read_synthetic(tmp_path, task.classes, {"normal": ("glioma",), "tumor": ()})
     target = load_task(_data({"map": BINARY, "generators": "target", "generator_classes": ["normal", "tumor"]}))
     assert target.generator_column == "class" and target.synthetic_folders() == {"normal": ("normal",), "tumor": ("tumor",)}
+
+
+def test_report_labels_a_study_number_as_that_studys():
+    from synthmri.report import _study_table
+
+    acc = {"accuracy": {"mean": 0.61, "std": 0.02}}
+    lines = _study_table({"tsvr": acc}, "dcgan_tumour_normal_demo")
+    assert lines[0] == "## Beside the DCGAN tumour-vs-normal study (README)"
+    assert "| tsvr | ResNet accuracy, trained on DCGAN images, tested on real | 0.610 ± 0.020 | 0.7219 |" in lines
+    assert _study_table({"tsvr": acc}, "paper") == []
+    assert "reports no number" in _study_table({}, "dcgan_64")[2]
