@@ -38,8 +38,10 @@ from synthmri.io import manifest_path, parallel_map, write_table
 from synthmri.params import IngestParams
 from synthmri.params import workers as n_workers
 
+# patient, fold, mask: known for the figshare release (data.format: figshare), empty for the Kaggle layout
 MANIFEST_COLUMNS = (
     "split", "class", "relpath", "path", "format", "mode", "width", "height", "frames", "bytes", "sha256",
+    "patient", "fold", "mask",
 )
 QUARANTINE_COLUMNS = ("split", "class", "relpath", "path", "reason")
 OUTSIDE_COLUMNS = ("name",)
@@ -84,12 +86,20 @@ class Found:
 # ---- entry point ------------------------------------------------------------------------------
 
 
-def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, ...],
-           class_names: dict[str, str] | None = None) -> dict[str, Any]:
+def ingest(
+    source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, ...], fmt: str = "kaggle",
+    class_names: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Inventory `source` into OUT_DIR/{manifest,quarantine,outside_layout}.csv; return the metrics.
-
+    `fmt` (data.format): kaggle, or figshare (the .mat release, `synthmri.data.ingest_figshare`).
     `class_names`: class folder name -> class (`data.class_names`, e.g. {yes: tumor}); a folder named
     after a class is that class."""
+    if fmt == "figshare":
+        from synthmri.data.ingest_figshare import ingest_figshare
+
+        return ingest_figshare(source, out_dir, cfg, classes)
+    if fmt != "kaggle":
+        raise ValueError(f"data.format: unknown format {fmt!r}; known: kaggle, figshare")
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise FileNotFoundError(f"source not found: {source} (expected a Kaggle-layout folder or a .zip of one)")
@@ -98,7 +108,7 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
         raise ValueError(f"source {source} lies inside {extracted}, which ingest replaces; copy it elsewhere first")
     _clean(out_dir)
 
-    metrics: dict[str, Any] = {"source": source.as_posix()}
+    metrics: dict[str, Any] = {"source": source.as_posix(), "format": "kaggle"}
     if source.is_dir():  # read in place, never copied
         top = source
         metrics["source_kind"] = "folder"
@@ -129,7 +139,8 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
     for f in found:
         info = decoded.get(f.relpath, {"reason": f.reason})
         row = {"split": f.split, "class": f.cls, "relpath": _printable(f.relpath),
-               "path": _printable(manifest_path(f.path)), "raw_relpath": f.relpath}  # raw: not a column
+               "path": _printable(manifest_path(f.path)), "raw_relpath": f.relpath,  # raw: not a column
+               "patient": "", "fold": "", "mask": ""}  # the Kaggle layout knows none of them
         if "reason" in info:
             quarantined.append({**row, "reason": info["reason"]})
         else:
@@ -175,6 +186,8 @@ def _clean(out_dir: Path) -> None:
                 p.unlink()
         elif p.name in ("manifest.csv", "quarantine.csv", "outside_layout.csv"):
             p.unlink()
+        elif p.name == "slices" and p.is_dir() and not p.is_symlink():  # a figshare ingest's decoded PNGs
+            shutil.rmtree(p)
 
 
 # ---- decoding (in worker processes) -----------------------------------------------------------
@@ -242,6 +255,8 @@ def _layout(top: Path, source: Path, classes: tuple[str, ...], src: _Source,
         + (f" (class folder aliases {aliases}, data.class_names)" if aliases else "")
         + f" (split folders: {'/'.join(_SPLIT_NAMES)}, any letter case; one wrapping folder is allowed); "
         f"{missing}found {where}: {found or 'nothing'}"
+        + ("; this looks like the figshare .mat release: set data.format: figshare"
+           if any(n.lower().endswith((".mat", ".zip")) for n in found) else "")
     )
 
 
