@@ -118,7 +118,8 @@ def ingest(
     from synthmri.data.ingest import ingest as run
 
     data = _load("data", params)
-    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, metrics=metrics, params=params)
+    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, data.class_names,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -172,9 +173,11 @@ def preprocess(
 ):
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
+    from synthmri.tasks import load_task
 
+    task = _run(load_task, P.read_params(params))  # the class mapping, applied once here (synthmri/tasks.py)
     _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes,
-         metrics=metrics, params=params)
+         task=task, metrics=metrics, params=params)
 
 
 @app.command("params")
