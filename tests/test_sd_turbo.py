@@ -49,8 +49,10 @@ def make_manifest(root: Path, n: int = 6, size: int = 40) -> Path:
             for i in range(k):
                 path = root / "processed" / split / cls / f"{i:03d}.png"
                 write_png(path, asymmetric(size, rng))
-                rows.append({"split": split, "class": cls, "plane": "axial", "status": "kept", "out_path": path.as_posix()})
-        rows.append({"split": "train", "class": cls, "plane": "axial", "status": "removed", "out_path": "gone.png"})
+                rows.append({"split": split, "class": cls, "source_class": cls, "plane": "axial", "status": "kept",
+                             "out_path": path.as_posix()})
+        rows.append({"split": "train", "class": cls, "source_class": cls, "plane": "axial", "status": "removed",
+                     "out_path": "gone.png"})
     manifest = root / "manifest.csv"
     write_table(pd.DataFrame(rows), manifest)
     return manifest

@@ -71,15 +71,26 @@ def _load(section: str, path: Path):
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Path, typer.Argument(help="folder to write the Kaggle-layout demo dataset into")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the demo dataset into")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="kaggle (Training/<class>/, Testing/<class>/) or figshare (.mat v7.3 files packaged like "
+                         "the figshare release); default: demo.format")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ):
     """Generate the demo dataset: MNI152 slices with class-specific lesions and planted nuisances."""
-    from synthmri.data.demo import make_demo_dataset
-
     cfg = _load("demo", params)
-    classes = _load("data", params).classes
-    summary = _run(make_demo_dataset, out_dir, cfg, classes)
+    fmt = fmt or cfg.format
+    if fmt == "figshare":  # its labels fix the classes: meningioma, glioma, pituitary
+        from synthmri.data.demo_figshare import make_figshare_demo
+
+        summary = _run(make_figshare_demo, out_dir, cfg)
+    elif fmt == "kaggle":
+        from synthmri.data.demo import make_demo_dataset
+
+        summary = _run(make_demo_dataset, out_dir, cfg, _load("data", params).classes)
+    else:
+        _error(f"--format: expected kaggle or figshare, got {fmt!r}")
+        raise typer.Exit(2)
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
 
@@ -96,7 +107,9 @@ def check_raw(
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="Kaggle-layout folder or .zip (Training/, Testing/ with class folders)")],
+    source: Annotated[Path, typer.Argument(
+        help="data.format kaggle: a folder or .zip with Training/, Testing/ class folders; figshare: the release's "
+             "zip, its inner zips in a folder, or a folder of .mat files")],
     out_dir: Annotated[Path, typer.Argument(help="folder for manifest.csv and quarantine.csv")],
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
@@ -104,7 +117,8 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes,
+    data = _load("data", params)
+    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, data.class_names,
          metrics=metrics, params=params)
 
 
@@ -137,17 +151,33 @@ def dedup(
 
 
 @app.command()
-def preprocess(
+def split(
     manifest: Annotated[Path, typer.Argument(help="dedup's manifest")],
-    out_dir: Annotated[Path, typer.Argument(help="folder for {train,test}/<class>/*.png and manifest.csv")],
+    out_csv: Annotated[Path, typer.Argument(help="the manifest with split assigned (train, val, test)")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Assign train / val / test (`split.method`: folders, image, patient, cvind); report patients per split."""
+    from synthmri.data.split import split as run
+
+    _run(run, manifest, out_csv, _load("split", params), _load("data", params).classes,
+         cross_split=_load("dedup", params).cross_split, metrics=metrics, params=params)
+
+
+@app.command()
+def preprocess(
+    manifest: Annotated[Path, typer.Argument(help="the split stage's manifest")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for {train,val,test}/<class>/*.png and manifest.csv")],
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
 ):
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
+    from synthmri.tasks import load_task
 
+    task = _run(load_task, P.read_params(params))  # the class mapping, applied once here (synthmri/tasks.py)
     _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes,
-         metrics=metrics, params=params)
+         task=task, metrics=metrics, params=params)
 
 
 @app.command("params")

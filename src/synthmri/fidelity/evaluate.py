@@ -133,11 +133,13 @@ def resampled_set(s: ImageSet, r: Resample) -> ImageSet:
 
 def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path, cfg: FidelityParams,
              classes: Sequence[str], *, extractor_name: str = INCEPTION,
-             resample: Resample | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+             resample: Resample | None = None, provenance: dict[str, Any] | None = None,
+             folders: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics.
 
     `resample`: the generator's sizes, for the resampled floor (None: that floor is not computed).
     `provenance`: `synthmri.params.provenance` of the run, recorded in the JSON (the summary labels from it).
+    `folders`: class -> the generator folders pooled into it (a task's per-source generators); default its own.
     """
     from synthmri.runtime import resolve_device, set_threads
     from synthmri.params import workers as n_workers
@@ -148,7 +150,8 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
         raise ValueError(f"class name(s) {clash} collide with keys of the metrics JSON ({', '.join(RESERVED)})")
     df = read_table(processed_manifest)
     _check_manifest(df, processed_manifest)
-    plan = {c: (_real_paths(df, c, "train"), _real_paths(df, c, "test"), synthetic_paths(synthetic_dir, c))
+    plan = {c: (_real_paths(df, c, "train"), _real_paths(df, c, "test"),
+                [p for f in (folders or {}).get(c, (c,)) for p in synthetic_paths(synthetic_dir, f)])
             for c in classes}
     for c, (train, _, synth) in plan.items():
         if len(train) < 2:

@@ -17,22 +17,30 @@ from synthmri.generative.markers import is_marker, write_marker
 from synthmri.generative.registry import is_conditional
 from synthmri.io import read_json
 from synthmri.params import read_params
+from synthmri.tasks import load_task
 
 
 def train_generator_cmd(manifest: Path, cls: str, out_dir: Path, params_path: Path = Path("params.yaml"),
                         live_dir: Path | None = None, checkpoint_dir: Path | None = None) -> dict[str, Any] | None:
-    cfg = load_generator(read_params(params_path).get("generator"))
+    data = read_params(params_path)
+    cfg = load_generator(data.get("generator"))
+    task = load_task(data)
+    _check_generator_class(task, cls)
     if is_conditional(cfg.kind):
         return write_marker(out_dir, cfg.kind, cls, live_dir, checkpoint_dir)
     from synthmri.generative.train import train_generator
 
-    metrics = train_generator(manifest, cls, out_dir, cfg, live_dir=live_dir, checkpoint_dir=checkpoint_dir)
+    metrics = train_generator(manifest, cls, out_dir, cfg, live_dir=live_dir, checkpoint_dir=checkpoint_dir,
+                              column=task.generator_column)
     return metrics if int(os.environ.get("RANK", "0")) == 0 else None
 
 
 def generate_cmd(model_dir: Path, cls: str, out_dir: Path, params_path: Path = Path("params.yaml"),
                  shared_dir: Path | None = None) -> dict[str, Any]:
-    cfg = load_generate(read_params(params_path).get("generate"))
+    data = read_params(params_path)
+    cfg = load_generate(data.get("generate"))
+    task = load_task(data)
+    _check_generator_class(task, cls)
     if is_marker(model_dir):
         kind = read_json(Path(model_dir) / "config.json")["kind"]
         if not is_conditional(kind):
@@ -44,4 +52,12 @@ def generate_cmd(model_dir: Path, cls: str, out_dir: Path, params_path: Path = P
         return generate_sd_turbo(Path(shared_dir), cls, out_dir, cfg)
     from synthmri.generative.sample import generate
 
-    return generate(model_dir, cls, out_dir, cfg)
+    # a per-source generator's images are its target class's (pooled by the readers: Task.synthetic_folders)
+    return generate(model_dir, cls, out_dir, cfg, target=task.target_of(cls) if task.params.generators == "source" else cls)
+
+
+def _check_generator_class(task, cls: str) -> None:
+    allowed = task.expected_generator_classes()
+    if cls not in allowed:
+        raise ValueError(f"no {cls!r} generator in task {task.name!r}: task.generators: {task.params.generators} "
+                         f"trains {list(allowed)}")

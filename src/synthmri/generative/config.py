@@ -106,6 +106,11 @@ class DCGANParams:
     latent: int = 128  # noise vector length (the DCGAN 64x64 study's code)
     g_features: int = 64  # generator width at the last layer before the image
     d_features: int = 64  # discriminator width at its first layer
+    # the DCGAN studies' differences (docs/studies.md), each a param; the defaults are Radford et al.'s DCGAN
+    g_activation: Literal["relu", "leaky_relu"] = "relu"  # hidden generator layers; tumour-vs-normal study: leaky_relu (0.2)
+    d_dropout: float = 0.0  # dropout after each discriminator LeakyReLU (tumour-vs-normal study: dropout in D)
+    d_first_batchnorm: bool = False  # batch norm after D's first convolution too (the 64x64 study's code)
+    init: Literal["dcgan", "torch"] = "dcgan"  # dcgan: N(0, 0.02) weights; torch: PyTorch's defaults (the 64x64 study's code)
 
     def check(self, key: str) -> None:
         _check(
@@ -116,6 +121,7 @@ class DCGANParams:
         _check(0 <= self.beta1 < 1, f"{key}.beta1", "must be in [0, 1)")
         for name in ("latent", "g_features", "d_features"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        _check(0 <= self.d_dropout < 1, f"{key}.d_dropout", "must be in [0, 1)")
         _check_schedule(self, key)
 
 

@@ -35,8 +35,8 @@ WEIGHTS_NAME = "sd-turbo"  # pretrained.HUB_FOLDERS entry
 
 def train_sd_turbo(manifest: Path, classes: list[str], out_dir: Path, cfg: GeneratorParams, *,
                    live_dir: Path | None = None, checkpoint_dir: Path | None = None,
-                   on_epoch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Fine-tune on the kept Training images of `classes`; write the model (`SDTurbo.save`), images.csv and
+                   on_epoch: Callable[[int], None] | None = None, column: str = "class") -> dict[str, Any]:
+    """Fine-tune on the kept Training images of `classes` (read from the manifest's `column`: the task's); write the model (`SDTurbo.save`), images.csv and
     sources.csv into `out_dir`, checkpoint.pt into `checkpoint_dir` (default `out_dir`)."""
     p = cfg.sd_turbo
     set_threads(cfg.train.threads)
@@ -49,7 +49,7 @@ def train_sd_turbo(manifest: Path, classes: list[str], out_dir: Path, cfg: Gener
         raise ValueError(f"generator.sd_turbo.prompts has no prompt for class(es) {missing}; add "
                          + ", ".join(f"generator.sd_turbo.prompts.{c}" for c in missing))
     table = read_table(manifest)
-    chosen = pd.concat([select(table, c, cfg).assign(**{"class": c}) for c in classes], ignore_index=True)
+    chosen = pd.concat([select(table, c, cfg, column).assign(**{"class": c}) for c in classes], ignore_index=True)
     train = chosen[chosen["role"] == "train"].reset_index(drop=True)
     val = chosen[chosen["role"] == "val"].reset_index(drop=True)
     if len(train) < p.batch_size:
@@ -117,17 +117,17 @@ def train_sd_turbo(manifest: Path, classes: list[str], out_dir: Path, cfg: Gener
     }
     model.save(out_dir, extra={"training": {k: metrics[k] for k in ("epochs", "train_images", "val_images")}})
     write_table(chosen, out_dir / IMAGES_TABLE)
-    write_table(training_sources(table, classes), out_dir / SOURCES_FILE)
+    write_table(training_sources(table, classes, column), out_dir / SOURCES_FILE)
     if live is not None:
         live.end()
     return metrics
 
 
-def training_sources(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+def training_sources(table: pd.DataFrame, classes: list[str], column: str = "class") -> pd.DataFrame:
     """Every kept image of the Training split (never val or test) per class, with its sha256: what
     img2img may start from. The generate stages read pixels only through this list, checking each digest."""
-    rows = table[(table["status"] == "kept") & (table["split"] == "train") & table["class"].isin(classes)]
-    out = rows[["class", "out_path"]].astype(str).sort_values(["class", "out_path"], kind="stable")
+    rows = table[(table["status"] == "kept") & (table["split"] == "train") & table[column].isin(classes)]
+    out = rows[[column, "out_path"]].astype(str).rename(columns={column: "class"}).sort_values(["class", "out_path"], kind="stable")
     out = out.rename(columns={"out_path": "path"}).reset_index(drop=True)
     out["sha256"] = [sha256_file(p) for p in out["path"]]
     return out

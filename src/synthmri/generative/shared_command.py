@@ -8,7 +8,8 @@ from typing import Any
 from synthmri.generative.config import load_generator
 from synthmri.generative.markers import write_marker
 from synthmri.generative.registry import is_conditional
-from synthmri.params import load, read_params
+from synthmri.params import read_params
+from synthmri.tasks import load_task
 
 
 def train_shared_cmd(manifest: Path, out_dir: Path, params_path: Path = Path("params.yaml"),
@@ -19,5 +20,6 @@ def train_shared_cmd(manifest: Path, out_dir: Path, params_path: Path = Path("pa
         return write_marker(out_dir, cfg.kind, None, live_dir, checkpoint_dir)
     from synthmri.generative.sd_turbo_train import train_sd_turbo
 
-    classes = list(load("data", params_path, raw).classes)
-    return train_sd_turbo(manifest, classes, out_dir, cfg, live_dir=live_dir, checkpoint_dir=checkpoint_dir)
+    task = load_task(raw)  # the classes the task trains generators for, read from its column
+    return train_sd_turbo(manifest, list(task.expected_generator_classes()), out_dir, cfg, live_dir=live_dir,
+                          checkpoint_dir=checkpoint_dir, column=task.generator_column)
