@@ -222,6 +222,9 @@ def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor,
     else:
         reference = mem.Nearest(*(np.zeros(0),) * 6)
     result["memorisation"] = mem.summarise(nearest, reference, cfg.memorisation)
+    own = mem.own_source(synth, train, synthetic_sources(Path(paths[2][0]).parent, synth.paths), cfg.memorisation)
+    if own is not None:
+        result["memorisation"]["own_source"] = own
     result[M.MEMORISED_SHARE] = result["memorisation"]["pixel"]["share"]
     result["images"] = {"real_train": len(train), "real_test": len(test), "synthetic": len(synth),
                         "real_train_unreadable": len(train.rejected), "real_test_unreadable": len(test.rejected),
@@ -307,6 +310,18 @@ def synthetic_paths(synthetic_dir: Path, cls: str) -> list[str]:
         raise FileNotFoundError(f"no synthetic images for class {cls!r}: {folder} does not exist "
                                 f"(run the generate@{cls} stage first)")
     return sorted(p.as_posix() for p in folder.iterdir() if p.suffix.lower() in SYNTHETIC_SUFFIXES)
+
+
+def synthetic_sources(folder: Path, paths: list[str]) -> dict[str, str]:
+    """Synthetic path -> the real image img2img started from (the manifest's `source` column), if recorded."""
+    manifest = Path(folder) / SYNTHETIC_MANIFEST
+    if not manifest.is_file():
+        return {}
+    listed = read_table(manifest)
+    if "source" not in listed.columns:
+        return {}
+    named = {(Path(folder) / Path(str(p)).name).as_posix(): str(s) for p, s in zip(listed["path"], listed["source"])}
+    return {p: named[p] for p in paths if named.get(p)}
 
 
 def _rejected_rows(cls: str, *sets: ImageSet) -> pd.DataFrame:
