@@ -123,7 +123,8 @@ def ingest(
     from synthmri.data.ingest import ingest as run
 
     data = _load("data", params)
-    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, metrics=metrics, params=params)
+    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, data.class_names,
+         metrics=metrics, params=params)
 
 
 @app.command()
@@ -193,9 +194,11 @@ def preprocess(
 ):
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
+    from synthmri.tasks import load_task
 
+    task = _run(load_task, P.read_params(params))  # the class mapping, applied once here (synthmri/tasks.py)
     _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes,
-         metrics=metrics, params=params)
+         task=task, metrics=metrics, params=params)
 
 
 @app.command("params")
@@ -231,18 +234,37 @@ def train_generator(
     _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics, params=params)
 
 
+@app.command("train-generator-shared")
+def train_generator_shared(
+    manifest: Annotated[Path, typer.Argument(help="preprocess's manifest.csv")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for the class-conditional model (or a marker)")],
+    live_dir: Annotated[Path | None, typer.Option("--live", help="dvclive folder (losses, sample grids)")] = None,
+    checkpoints: Annotated[Path | None, typer.Option("--checkpoints", help="folder for the resumable checkpoint")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Train one class-conditional generator for every class (`generator.kind: sd_turbo`); for a per-class
+    kind (ddpm, dcgan), write a small marker and return. Resumes from its last checkpoint."""
+    from synthmri.generative.shared_command import train_shared_cmd
+
+    _run(train_shared_cmd, manifest, out_dir, params, live_dir, checkpoints, metrics=metrics, params=params)
+
+
 @app.command()
 def generate(
     model_dir: Annotated[Path, typer.Argument(help="a trained generator's folder")],
     cls: Annotated[str, typer.Argument(help="its class")],
     out_dir: Annotated[Path, typer.Argument(help="folder for the synthetic PNGs and their manifest.csv")],
+    shared: Annotated[Path | None, typer.Option(
+        "--shared", help="the class-conditional model's folder (train_generator_shared), used when MODEL_DIR is a marker")] = None,
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
 ):
-    """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM), batched and seeded (paper §5.1.3)."""
+    """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM; sd_turbo img2img or txt2img),
+    batched and seeded (paper §5.1.3)."""
     from synthmri.generative.commands import generate_cmd
 
-    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics, params=params)
+    _run(generate_cmd, model_dir, cls, out_dir, params, shared, metrics=metrics, params=params)
 
 
 @app.command()
@@ -265,16 +287,23 @@ app.add_typer(weights_app, name="weights")
 
 @weights_app.command("fetch")
 def weights_fetch(
-    names: Annotated[list[str] | None, typer.Argument(help="inception, vgg19, resnet50, resnet152, mobilenet_v2 (default: all)")] = None,
+    names: Annotated[list[str] | None, typer.Argument(
+        help="inception, vgg19, resnet50, resnet152, mobilenet_v2 (default: these), sd-turbo (5 GB, only when named)")] = None,
     dest: Annotated[Path, typer.Option("--dest", help="folder to put them in")] = Path("models/pretrained"),
 ):
-    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained/*.pth`."""
+    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained/<file>`
+    (sd-turbo: the diffusers folders at a pinned revision, `dvc add models/pretrained/sd-turbo`)."""
     from rich.markup import escape
 
-    from synthmri.pretrained import FetchError, fetch
+    from synthmri.pretrained import HUB_FOLDERS, FetchError, fetch, fetch_folder
+
+    def fetch_all(names: list[str], dest: Path) -> list[dict]:
+        folders = [n for n in names if n in HUB_FOLDERS]
+        files = [n for n in names if n not in HUB_FOLDERS]
+        return (fetch(files, dest) if files or not names else []) + [r for n in folders for r in fetch_folder(n, dest)]
 
     try:
-        rows = _run(fetch, names or [], dest)
+        rows = _run(fetch_all, names or [], dest)
     except FetchError as e:  # the network, not the code: one line, no traceback
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

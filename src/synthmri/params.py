@@ -33,10 +33,18 @@ class DataParams:
     # kaggle: Training/<class>/, Testing/<class>/ image folders | figshare: the .mat v7.3 release of
     # Cheng et al. (outer zip, its four inner zips, or a folder of .mat files)
     format: Literal["kaggle", "figshare"] = "kaggle"
+    class_names: dict[str, str] = field(default_factory=dict)  # class folder name -> class, e.g. {yes: tumor} (ingest)
 
     def __post_init__(self):
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ParamsError(f"data.classes must be distinct and non-empty, got {list(self.classes)}")
+        if self.class_names is None:
+            object.__setattr__(self, "class_names", {})
+        _check(isinstance(self.class_names, dict), "data.class_names",
+               f"expected a mapping {{folder name: class}}, got {self.class_names!r}")
+        for folder, cls in self.class_names.items():
+            _check(isinstance(folder, str) and isinstance(cls, str) and cls in self.classes,
+                   f"data.class_names.{folder}", f"must name a class of data.classes {list(self.classes)}, got {cls!r}")
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _decode(job: tuple[str, int]) -> tuple[np.ndarray, str]:
 
 
 def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes: Sequence[str], size: int,
-                workers: int | None = None) -> ImageSet:
+                workers: int | None = None, folders: dict[str, Sequence[str]] | None = None) -> ImageSet:
     """Decode the kept processed images and the synthetic images; find training rows that copy a test image.
 
     A kept Training row whose source file (sha256) or decoded pixels equal a Testing image's is left
@@ -86,7 +86,7 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
     """
     train, test = read_real(manifest, classes)
     val = read_val(manifest)
-    synthetic = read_synthetic(synthetic_dir, classes)
+    synthetic = read_synthetic(synthetic_dir, classes, folders)  # folders: a task's pooled generators
     syn_paths = [p for c in classes for p in synthetic[c]]
     real_paths = list(train["out_path"]) + list(test["out_path"]) + list(val["out_path"])
     paths = real_paths + syn_paths

@@ -32,6 +32,7 @@ from synthmri import params as P
 from synthmri.data import preprocess_ops as ops
 from synthmri.images import ImageError, read_gray, write_png
 from synthmri.io import default_workers, manifest_path, parallel_map, read_table, write_json, write_table
+from synthmri.tasks import Task, apply_task
 
 SPLITS = P.SPLITS  # train, val, test
 REQUIRED = ("split", "class", "relpath", "path", "width", "height", "plane", "dedup_status", "dedup_reason")
@@ -48,13 +49,19 @@ CHANGED = "changed since ingest"
 _BALANCE, _ROTATE, _REFERENCE, _REFERENCE_AGNOSTIC = 1, 2, 3, 4
 
 
-def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: Sequence[str]) -> dict[str, Any]:
+def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: Sequence[str],
+               task: Task | None = None) -> dict[str, Any]:
     """Run the stage; write `out_dir/{train,val,test}/<class>/*.png`, `out_dir/manifest.csv` and
-    `out_dir/params.json` (the resolved settings); return the metrics."""
+    `out_dir/params.json` (the resolved settings); return the metrics.
+
+    `task` (synthmri/tasks.py) maps the classes at the very end: every decision here is made per dataset
+    class, the manifest gets `source_class` and the mapped `class`; folders keep the dataset's class."""
     manifest, out_dir = Path(manifest), Path(out_dir)
     classes = tuple(classes)
     _check_params(cfg, classes)
     df = read_table(manifest)
+    if task is not None and "source_class" in df.columns:  # refused before any work (tasks.apply_task says why)
+        apply_task(df, task, str(manifest))
     _check_manifest(df, classes, manifest)
     _check_out_dir(out_dir, manifest)
 
@@ -94,9 +101,16 @@ def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: 
     out["reason"] = reason
     out["out_path"] = out_path
     out["rotation"] = [float(rotation[i]) if i in images else 0.0 for i in df.index]
+    metrics = _metrics(out, reason, balance, ref_meta, cfg, classes)  # per dataset class (paper §4.2, Table 2)
+    if task is not None:
+        out = apply_task(out, task, str(manifest))
+        kept = out[out["status"] == "kept"]
+        metrics["task"] = {"name": task.name, "map": {c: task.target_of(c) for c in task.sources},
+                           **{s: {c: int(((kept["split"] == s) & (kept["class"] == c)).sum()) for c in task.classes}
+                              for s in SPLITS}}
     write_table(out, out_dir / "manifest.csv")
     write_json(out_dir / "params.json", asdict(cfg))
-    return _metrics(out, reason, balance, ref_meta, cfg, classes)
+    return metrics
 
 
 # ---- checks -------------------------------------------------------------------------------------
