@@ -225,3 +225,13 @@ def test_link_stage_through_dvc(tmp_path, root, venv_env):
     assert m["leakage"]["all_images"]["test_images_with_patient_in_train"] == want["test_images_with_patient_in_train"]
     assert m["provenance"]["demo_data"] is True
     assert "Running stage" not in sh(["dvc", "repro", "link"], repo, venv_env)  # nothing stale, nothing rerun
+
+
+def test_rows_with_a_patient_are_kept_not_compared(demo, tmp_path):
+    """A figshare manifest as input (data.format figshare): every row has its patient, nothing is matched."""
+    _, _, _, metrics = demo
+    fig = Path(metrics["figshare"]["source"]).parents[1] / "link" / "figshare" / "manifest.csv"
+    m = link(fig, tmp_path / "link", LinkParams(figshare=str(fig), workers=1), INGEST)
+    got = read_table(tmp_path / "link" / "manifest.csv")
+    assert m["compared"] == 0 and m["status"] == {"patient known": len(got)}
+    assert got["patient"].tolist() == read_table(fig)["patient"].tolist()

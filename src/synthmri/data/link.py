@@ -55,7 +55,7 @@ def rank_vectors(thumbs: np.ndarray, floor: float) -> np.ndarray:
     gray = thumbs.astype(np.float32)
     if gray.ndim == 4:
         gray = gray.mean(axis=3)
-    flat = gray.reshape(len(gray), -1)
+    flat = gray.reshape(len(gray), int(np.prod(gray.shape[1:])))
     ranks = rankdata(flat, axis=1).astype(np.float32) / max(flat.shape[1], 1)
     ranks = np.maximum(ranks, np.float32(floor))
     ranks -= ranks.mean(axis=1, keepdims=True)
