@@ -73,8 +73,9 @@ def _load(section: str, path: Path):
 def demo_data(
     out_dir: Annotated[Path, typer.Argument(help="folder to write the demo dataset into")],
     fmt: Annotated[str | None, typer.Option(
-        "--format", help="kaggle (Training/<class>/, Testing/<class>/) or figshare (.mat v7.3 files packaged like "
-                         "the figshare release); default: demo.format")] = None,
+        "--format", help="kaggle (Training/<class>/, Testing/<class>/), figshare (.mat v7.3 files packaged like "
+                         "the figshare release) or kaggle-from-figshare (OUT/figshare and its Kaggle-layout export "
+                         "OUT/kaggle, with the link truth); default: demo.format")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ):
     """Generate the demo dataset: MNI152 slices with class-specific lesions and planted nuisances."""
@@ -84,12 +85,16 @@ def demo_data(
         from synthmri.data.demo_figshare import make_figshare_demo
 
         summary = _run(make_figshare_demo, out_dir, cfg)
+    elif fmt == "kaggle-from-figshare":  # OUT/figshare and its Kaggle-layout export OUT/kaggle (the link stage)
+        from synthmri.data.demo_link import make_kaggle_from_figshare
+
+        summary = _run(make_kaggle_from_figshare, out_dir, cfg)
     elif fmt == "kaggle":
         from synthmri.data.demo import make_demo_dataset
 
         summary = _run(make_demo_dataset, out_dir, cfg, _load("data", params).classes)
     else:
-        _error(f"--format: expected kaggle or figshare, got {fmt!r}")
+        _error(f"--format: expected kaggle or figshare (or kaggle-from-figshare, for the link stage), got {fmt!r}")
         raise typer.Exit(2)
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
@@ -162,6 +167,22 @@ def split(
 
     _run(run, manifest, out_csv, _load("split", params), _load("data", params).classes,
          cross_split=_load("dedup", params).cross_split, metrics=metrics, params=params)
+
+
+@app.command()
+def link(
+    manifest: Annotated[Path, typer.Argument(help="dedup's manifest (the Kaggle images)")],
+    out_dir: Annotated[Path, typer.Argument(
+        help="folder for manifest.csv (the input rows, patient filled where matched, link_* columns) and the "
+             "ingested figshare slices")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Match each Kaggle image to the figshare slice it was exported from (link.figshare): patient IDs, and the
+    patients shared by Training and Testing."""
+    from synthmri.data.link import link as run
+
+    _run(run, manifest, out_dir, _load("link", params), _load("ingest", params), metrics=metrics, params=params)
 
 
 @app.command()

@@ -67,7 +67,9 @@ class DemoParams:
     near_duplicates: int = 3  # per class, re-encoded / slightly changed copies within Training
     leaked_duplicates: int = 2  # per class, Testing images copied into Training (leakage)
     broken_files: bool = True  # a truncated JPEG, a zero-byte file, a non-image named .jpg (Kaggle layout)
-    format: Literal["kaggle", "figshare"] = "kaggle"  # the layout the demo_data stage writes
+    # the layout the demo_data stage writes; kaggle-from-figshare: the figshare demo and its Kaggle-layout export
+    # (OUT/figshare, OUT/kaggle with the link truth), for the link stage
+    format: Literal["kaggle", "figshare", "kaggle-from-figshare"] = "kaggle"
     figshare: DemoFigshareParams = field(default_factory=DemoFigshareParams)  # format: figshare only
 
     def __post_init__(self):
@@ -251,6 +253,26 @@ class PreprocessParams:
         _check(self.workers >= 0, "preprocess.workers", "must be >= 0")
 
 
+@dataclass(frozen=True)
+class LinkParams:
+    # the figshare release (zip, inner zips or .mat folder; under data/raw, the stage's dependency) or its ingest
+    # manifest.csv; absent: the link stage records that it did not run
+    figshare: str = "data/raw/figshare"
+    px_size: int = 32  # thumbnail side (the dedup engine's thumbnails)
+    rank_floor: float = 0.6  # intensity ranks (0-1) below this are tied: background noise carries no identity
+    flips: bool = True  # also compare the quarter turns and mirror images of each slice
+    min_score: float = 0.95  # a match needs a rank correlation >= this
+    min_margin: float = 0.02  # ... and this much above the best slice of any other patient
+    workers: int = 0  # thumbnail decoding processes; 0 = all cores
+
+    def __post_init__(self):
+        _check(8 <= self.px_size <= 128, "link.px_size", "must be in [8, 128]")
+        _check(0 <= self.rank_floor < 1, "link.rank_floor", "must be in [0, 1)")
+        _check(-1 <= self.min_score <= 1, "link.min_score", "must be in [-1, 1] (a correlation)")
+        _check(0 <= self.min_margin <= 2, "link.min_margin", "must be in [0, 2]")
+        _check(self.workers >= 0, "link.workers", "must be >= 0")
+
+
 SPLITS = ("train", "val", "test")  # the final splits, least to most held-out
 SPLIT_METHODS = ("folders", "image", "patient", "cvind")
 
@@ -292,6 +314,7 @@ SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
     "audit": AuditParams,
     "dedup": DedupParams,
+    "link": LinkParams,
     "split": SplitParams,
     "preprocess": PreprocessParams,
 }
