@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -204,7 +205,8 @@ def test_commands_write_metrics_predictions_and_paired_tests(tmp_path, monkeypat
     _write_params(tmp_path / "params.yaml")
     m = classify_cmd("baseline", Path("processed/manifest.csv"), Path("synthetic"), Path("out/baseline"))
     preds = pd.read_csv("out/baseline/predictions.csv")
-    assert list(preds.columns) == ["seed", "phase", "path", "class", "pred"] and len(preds) == 2 * 16
+    assert list(preds.columns) == ["seed", "phase", "path", "class", "pred"] + [f"p_{c}" for c in sorted(CLASSES)]
+    assert len(preds) == 2 * 16 and np.allclose(preds[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1)
     assert json.loads(Path("out/baseline/params.json").read_text())["classify"]["train"]["epochs"] == 1
     assert m["train_counts"]["pituitary"] == {"real": 6, "synthetic": 0}
     for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):

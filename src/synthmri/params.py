@@ -285,11 +285,15 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         (item_tp, _) = typing.get_args(tp)
         return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
+        errors = {}
         for arg in typing.get_args(tp):
             try:
                 return _coerce(arg, value, where)
-            except ParamsError:
-                continue
+            except ParamsError as e:
+                errors[arg] = e
+        nested = [e for arg, e in errors.items() if dataclasses.is_dataclass(arg)]
+        if isinstance(value, dict) and nested:  # a mapping meant for a nested section: its own message
+            raise nested[0]
         raise ParamsError(f"{where}: {value!r} does not fit {tp}")
     if tp is bool:
         if not isinstance(value, bool):

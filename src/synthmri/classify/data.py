@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from synthmri.classify.mixtures import LeakageError, Pools, assert_no_leakage, read_real, read_synthetic
+from synthmri.classify.augment import augment_batch
+from synthmri.classify.config import AUGMENT_PRESETS, AugmentParams
+from synthmri.classify.mixtures import LeakageError, Pools, assert_no_leakage, read_real, read_synthetic, read_val
 from synthmri.images import ImageError, read_gray
 from synthmri.io import parallel_map
 
@@ -79,16 +81,17 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
     identical to a test image is left out of both.
     """
     train, test = read_real(manifest, classes)
+    val = read_val(manifest)
     synthetic = read_synthetic(synthetic_dir, classes)
     syn_paths = [p for c in classes for p in synthetic[c]]
-    real_paths = list(train["out_path"]) + list(test["out_path"])
+    real_paths = list(train["out_path"]) + list(test["out_path"]) + list(val["out_path"])
     paths = real_paths + syn_paths
     if len(set(paths)) != len(paths):
         raise ValueError("the same image path appears twice among the processed and synthetic images")
     decoded = parallel_map(_decode, [(p, size) for p in paths], desc="decode", workers=workers)
     pixels = torch.from_numpy(np.stack([img for img, _ in decoded])) if decoded else torch.zeros((0, size, size), torch.uint8)
     keys: dict[str, frozenset[str]] = {}
-    sha = dict(zip(real_paths, list(train["sha256"]) + list(test["sha256"])))
+    sha = dict(zip(real_paths, list(train["sha256"]) + list(test["sha256"]) + list(val["sha256"])))
     for p, (_, digest) in zip(paths, decoded):
         keys[p] = frozenset({f"px:{digest}"} | ({f"sha:{sha[p]}"} if p in sha and sha[p] else set()))
 
@@ -111,7 +114,7 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
             else:
                 syn_pool[c].append(p)
     pools = Pools(real=real_pool, synthetic=syn_pool, test=list(zip(test["out_path"], test["class"])),
-                  excluded=copies + syn_excluded)
+                  excluded=copies + syn_excluded, val=list(zip(val["out_path"], val["class"])))
     keeping = replace(pools, real=real_with_copies, excluded=syn_excluded,
                       kept_test_copies=frozenset(e["path"] for e in copies))
     return ImageSet(pixels=pixels, paths=paths, keys=keys, pools=pools, pools_keeping_copies=keeping)
@@ -136,22 +139,23 @@ class DeviceData:
 
     pixels: torch.Tensor  # uint8 (N, S, S) on `device`
     normalize: str  # one of NORMALIZATIONS
-    augment: str  # "none" | "flip"
+    augment: AugmentParams  # training batches only (classify.train.augment)
     channels_last: bool
 
     def __post_init__(self):
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown input normalisation {self.normalize!r}; known: {', '.join(NORMALIZATIONS)}")
+        if isinstance(self.augment, str):
+            self.augment = AUGMENT_PRESETS[self.augment]
 
     @classmethod
-    def create(cls, images: ImageSet, device: torch.device, *, normalize: str, augment: str) -> DeviceData:
+    def create(cls, images: ImageSet, device: torch.device, *, normalize: str, augment: str | AugmentParams) -> DeviceData:
         return cls(images.pixels.to(device, non_blocking=True), normalize, augment, device.type == "cuda")
 
     def batch(self, idx: torch.Tensor, *, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.pixels[idx.to(self.pixels.device)].unsqueeze(1).float()  # (B, 1, S, S)
-        if train and self.augment == "flip":
-            flip = torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5
-            x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        if train:
+            x = augment_batch(x, self.augment, generator)
         x = x / 255.0
         x = x.expand(-1, 3, -1, -1)  # grayscale -> the 3 channels the network expects, here only
         if self.normalize == NORM_UNIT:
