@@ -285,15 +285,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         (item_tp, _) = typing.get_args(tp)
         return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
-        errors = {}
+        nested = [arg for arg in typing.get_args(tp) if dataclasses.is_dataclass(arg)]
+        if isinstance(value, dict) and nested:  # a mapping is the nested section: its own errors, keys named
+            return build(nested[0], value, where)
         for arg in typing.get_args(tp):
             try:
                 return _coerce(arg, value, where)
-            except ParamsError as e:
-                errors[arg] = e
-        nested = [e for arg, e in errors.items() if dataclasses.is_dataclass(arg)]
-        if isinstance(value, dict) and nested:  # a mapping meant for a nested section: its own message
-            raise nested[0]
+            except ParamsError:
+                continue
         raise ParamsError(f"{where}: {value!r} does not fit {tp}")
     if tp is bool:
         if not isinstance(value, bool):
