@@ -213,3 +213,13 @@ def test_the_sd_turbo_recipe_is_params_and_the_defaults_are_the_papers():
 def test_bad_recipe_params_name_the_key(train, match):
     with pytest.raises(ParamsError, match=match):
         load_classify({"train": train})
+
+
+def test_the_readme_shows_the_recipe_this_file_tests():
+    import re
+
+    import yaml
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.startswith("classify:"))
+    assert load_classify(yaml.safe_load(block)["classify"]) == load_classify(SD_TURBO_RECIPE)
