@@ -211,6 +211,11 @@ def test_commands_write_metrics_predictions_and_paired_tests(tmp_path, monkeypat
     assert m["train_counts"]["pituitary"] == {"real": 6, "synthetic": 0}
     for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
         assert set(m[key]) >= {"mean", "std"}
+    for key in ("weighted_precision", "weighted_recall", "weighted_f1", "mcc", "roc_auc_ovr", "accuracy"):
+        assert m[key]["ci95_low"] <= m[key]["ci95_high"], key  # every scalar with its bootstrap CI
+    assert "sensitivity" not in m and m["val_images"] == 0  # 4 classes; the paper's recipe validates nothing
+    assert m["training"] == {"train": {s: {"epochs": 1, "stopped_epoch": None, "best_epoch": None, "final_lr": 1e-4}
+                                       for s in ("1", "2")}}
     assert set(m["per_class"]["glioma"]) == {"precision", "recall", "f1"}
     json.dumps(m)  # serialisable as the stage's metrics file
 

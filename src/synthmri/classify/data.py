@@ -72,7 +72,8 @@ def _decode(job: tuple[str, int]) -> tuple[np.ndarray, str]:
 
 def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes: Sequence[str], size: int,
                 workers: int | None = None) -> ImageSet:
-    """Decode the kept processed images and the synthetic images; find training rows that copy a test image.
+    """Decode the kept processed images (train, test and the split stage's val rows) and the synthetic images;
+    find training rows that copy a test image. Val images land in `pools.val`, never in a training pool.
 
     A kept Training row whose source file (sha256) or decoded pixels equal a Testing image's is left
     out of `pools` with a reason (`pools.excluded`), so no scenario can draw it (paper §4.1). The paper's
