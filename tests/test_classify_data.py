@@ -33,16 +33,17 @@ def pattern(cls_i: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_dataset(root: Path, *, train: int = 6, test: int = 3, synthetic: int = 5, size: int = 32, seed: int = 0,
-                 leak: bool = False, classes=CLASSES) -> tuple[Path, Path]:
-    """processed/{train,test}/<class>/*.png + manifest.csv and synthetic/<class>/*.png + manifest.csv.
+                 leak: bool = False, classes=CLASSES, val: int = 0) -> tuple[Path, Path]:
+    """processed/{train,test,val}/<class>/*.png + manifest.csv and synthetic/<class>/*.png + manifest.csv.
 
+    `val` rows follow the split stage's contract: split == "val", images under processed/val/.
     Paths are relative to `root` (the tests chdir there), as the pipeline writes them relative to cwd.
     With `leak`, one Training row per class is a byte copy of a Testing image (as the paper's data had).
     """
     rng = np.random.default_rng(seed)
     rows = []
     for ci, c in enumerate(classes):
-        for split, n in (("train", train), ("test", test)):
+        for split, n in (("train", train), ("test", test), ("val", val)):
             for i in range(n):
                 src = root / "raw" / split / c / f"{i}.png"
                 write_png(src, pattern(ci, size, rng))

@@ -37,6 +37,7 @@ def test_ratio_experiment_reruns_only_the_ratio_stage(demo_run, tmp_path, venv_e
     assert {"accuracy", "macro_f1", "per_class", "vs_baseline"} <= set(ratio)
     assert set(ratio["per_class"]["glioma"]) >= {"precision", "recall", "f1"}
     assert {"mean", "std", "ci95_low", "ci95_high"} <= set(ratio["accuracy"])
+    assert all({"mean", "ci95_low", "ci95_high"} <= set(ratio[k]) for k in ("weighted_f1", "mcc", "roc_auc_ovr"))
     assert ratio["vs_baseline"]["seeds"] == len(baseline["seeds"])  # paired against the baseline's predictions
     assert headline["accuracy"]["baseline"] == round(baseline["accuracy"]["mean"], 4)  # not rerun
     assert exps["r05"]["data"]["params"]["params.yaml"]["data"]["ratio"] == RATIO

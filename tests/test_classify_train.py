@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -204,11 +205,17 @@ def test_commands_write_metrics_predictions_and_paired_tests(tmp_path, monkeypat
     _write_params(tmp_path / "params.yaml")
     m = classify_cmd("baseline", Path("processed/manifest.csv"), Path("synthetic"), Path("out/baseline"))
     preds = pd.read_csv("out/baseline/predictions.csv")
-    assert list(preds.columns) == ["seed", "phase", "path", "class", "pred"] and len(preds) == 2 * 16
+    assert list(preds.columns) == ["seed", "phase", "path", "class", "pred"] + [f"p_{c}" for c in sorted(CLASSES)]
+    assert len(preds) == 2 * 16 and np.allclose(preds[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1)
     assert json.loads(Path("out/baseline/params.json").read_text())["classify"]["train"]["epochs"] == 1
     assert m["train_counts"]["pituitary"] == {"real": 6, "synthetic": 0}
     for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
         assert set(m[key]) >= {"mean", "std"}
+    for key in ("weighted_precision", "weighted_recall", "weighted_f1", "mcc", "roc_auc_ovr", "accuracy"):
+        assert m[key]["ci95_low"] <= m[key]["ci95_high"], key  # every scalar with its bootstrap CI
+    assert "sensitivity" not in m and m["val_images"] == 0  # 4 classes; the paper's recipe validates nothing
+    assert m["training"] == {"train": {s: {"epochs": 1, "stopped_epoch": None, "best_epoch": None, "final_lr": 1e-4}
+                                       for s in ("1", "2")}}
     assert set(m["per_class"]["glioma"]) == {"precision", "recall", "f1"}
     json.dumps(m)  # serialisable as the stage's metrics file
 

@@ -380,6 +380,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         (item_tp, _) = typing.get_args(tp)
         return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
+        nested = [arg for arg in typing.get_args(tp) if dataclasses.is_dataclass(arg)]
+        if isinstance(value, dict) and nested:  # a mapping is the nested section: its own errors, keys named
+            return build(nested[0], value, where)
         for arg in typing.get_args(tp):
             try:
                 return _coerce(arg, value, where)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from synthmri.params import ParamsError, build
 
-ARCHS = ("vgg19", "resnet50", "resnet152", "mobilenet_v2", "small_cnn")
+ARCHS = ("vgg19", "resnet50", "resnet152", "resnet152v2", "mobilenet_v2", "small_cnn")
 _NUM = r"\d+(\.\d+)?"
 _AMOUNT = re.compile(rf"^(all|fill|x{_NUM}|R{_NUM}:S{_NUM})$")
 PAIR = re.compile(rf"^R(?P<r>{_NUM}):S(?P<s>{_NUM})$")  # the paper's "R66:S33": s synthetic per r real
@@ -60,10 +60,82 @@ def check_amount(value: Any, key: str, *, synthetic: bool) -> None:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: Literal["vgg19", "resnet50", "resnet152", "mobilenet_v2", "small_cnn"] = "vgg19"  # small_cnn: the demo's, no pretrained weights
+    # small_cnn: the demo's; resnet152v2: pre-activation ResNet (timm's ResNetV2), no published weights pinned
+    arch: Literal["vgg19", "resnet50", "resnet152", "resnet152v2", "mobilenet_v2", "small_cnn"] = "vgg19"
     pretrained: bool = True  # ImageNet weights from models/pretrained/ (`synthmri weights fetch`)
     weights_dir: str = "models/pretrained"
     trainable: Literal["paper", "all"] = "paper"  # paper: VGG-19 frozen except block5_conv2-4 (paper's code)
+    # mobilenet_v2's head. default: torchvision's (global average pool, dropout 0.2, linear); gap_dense: global
+    # average pool -> one dense layer, Keras' include_top head (our reading of the GAN study, whose text names none)
+    head: Literal["default", "gap_dense"] = "default"
+
+    def __post_init__(self):
+        _check(self.head == "default" or self.arch == "mobilenet_v2", "classify.model.head",
+               f"gap_dense applies to mobilenet_v2 (the other archs' heads already are pool -> dense or the "
+               f"paper's), got arch {self.arch!r}")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingParams:
+    """Stop when the validation loss has not improved for `patience` epochs (Keras EarlyStopping on val_loss)."""
+
+    patience: int = 5  # epochs without improvement before stopping (the SD-Turbo study: 5)
+    min_delta: float = 0.0  # an improvement is a loss below best - min_delta (Keras' default 0)
+    restore_best: bool = True  # end with the best epoch's weights, whether or not training stopped early
+
+    def __post_init__(self):
+        _check(self.patience >= 1, "classify.train.early_stopping.patience", "must be >= 1")
+        _check(self.min_delta >= 0, "classify.train.early_stopping.min_delta", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PlateauParams:
+    """Multiply the learning rate by `factor` after `patience` epochs without a validation-loss improvement
+    (Keras ReduceLROnPlateau: the wait restarts after each cut; cooldown 0)."""
+
+    factor: float = 0.5
+    patience: int = 3
+    min_lr: float = 1e-7
+    min_delta: float = 1e-4  # absolute, as Keras' default (torch's default is relative)
+
+    def __post_init__(self):
+        _check(0 < self.factor < 1, "classify.train.plateau.factor", "must be in (0, 1)")
+        _check(self.patience >= 1, "classify.train.plateau.patience", "must be >= 1")
+        _check(self.min_lr >= 0, "classify.train.plateau.min_lr", "must be >= 0")
+        _check(self.min_delta >= 0, "classify.train.plateau.min_delta", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Random training-batch transforms, drawn per image from the epoch's seeded generator and applied to the
+    whole batch on the device (one affine grid); 0 switches a transform off. Ranges as Keras' ImageDataGenerator."""
+
+    flip: Literal["none", "horizontal", "vertical", "both"] = "none"  # each flip with probability 0.5
+    rotation: float = 0.0  # degrees: uniform in [-rotation, rotation]
+    shift: float = 0.0  # fraction of the side: uniform in [-shift, shift], each axis
+    shear: float = 0.0  # degrees: uniform in [-shear, shear]
+    zoom: float = 0.0  # scale uniform in [1 - zoom, 1 + zoom], each axis
+    brightness: tuple[float, ...] = (1.0, 1.0)  # factor uniform in [low, high], pixels clipped to 0-255
+
+    def __post_init__(self):
+        w = "classify.train.augment"
+        _check(0 <= self.rotation <= 180, f"{w}.rotation", "must be in [0, 180] degrees")
+        _check(0 <= self.shift < 1, f"{w}.shift", "must be in [0, 1)")
+        _check(0 <= self.shear < 90, f"{w}.shear", "must be in [0, 90) degrees")
+        _check(0 <= self.zoom < 1, f"{w}.zoom", "must be in [0, 1)")
+        _check(len(self.brightness) == 2 and 0 < self.brightness[0] <= self.brightness[1], f"{w}.brightness",
+               f"expected [low, high] with 0 < low <= high, got {list(self.brightness)}")
+
+    @property
+    def geometric(self) -> bool:
+        return bool(self.rotation or self.shift or self.shear or self.zoom)
+
+    @property
+    def active(self) -> bool:
+        return self.flip != "none" or self.geometric or self.brightness != (1.0, 1.0)
+
+
+AUGMENT_PRESETS = {"none": AugmentParams(), "flip": AugmentParams(flip="horizontal")}
 
 
 @dataclass(frozen=True)
@@ -73,14 +145,31 @@ class TrainParams:
     batch_size: int = 32
     lr: float = 1e-4  # Adam
     seeds: tuple[int, ...] = (33, 66, 99)  # paper's code: one notebook per seed
-    augment: Literal["none", "flip"] = "none"  # paper: none; flip = random horizontal flip on the device
+    # none (paper) | flip (random horizontal flip) | a mapping of AugmentParams, e.g. the SD-Turbo study's
+    augment: Literal["none", "flip"] | AugmentParams = "none"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = torch's default
     eval_batch_size: int = 128
     precise_bn: bool = True  # recompute BatchNorm statistics over the training set each epoch (no effect on VGG-19)
+    # both watch the loss on the processed manifest's split == "val" rows (null: off; the paper: no validation)
+    early_stopping: EarlyStoppingParams | None = None
+    plateau: PlateauParams | None = None
+
+    @property
+    def augmentation(self) -> AugmentParams:
+        """`augment` as AugmentParams (a preset name or the mapping itself)."""
+        return AUGMENT_PRESETS[self.augment] if isinstance(self.augment, str) else self.augment
+
+    @property
+    def needs_val(self) -> list[str]:
+        """The params keys set here that need validation images."""
+        return [f"classify.train.{k}" for k in ("early_stopping", "plateau") if getattr(self, k) is not None]
 
     def __post_init__(self):
+        for key, cls in (("early_stopping", EarlyStoppingParams), ("plateau", PlateauParams)):
+            _check(getattr(self, key) is None or isinstance(getattr(self, key), cls), f"classify.train.{key}",
+                   f"expected a mapping of {', '.join(cls.__dataclass_fields__)} or null, got {getattr(self, key)!r}")
         _check(16 <= self.image_size <= 1024 and self.image_size % 32 == 0, "classify.train.image_size",
                "must be in [16, 1024] and a multiple of 32 (five poolings halve it)")
         _check(self.epochs >= 1, "classify.train.epochs", "must be >= 1")
@@ -129,6 +218,8 @@ class ClassifyParams:
     draw_seed: int | None = None  # None: each training seed draws its own images; paper's code: 42 for all seeds
     drop_test_copies: bool = True  # Training copies of Testing images (sha256 or pixels) never train; false: kept, counted
     bootstrap: int = 1000  # resamples of the test set for the 95% CIs
+    # a 2-class task's positive class (sensitivity, specificity, ROC-AUC); null: the class not named normal/notumor
+    positive_class: str | None = None
     scenarios: dict[str, ScenarioParams] = field(default_factory=dict)
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 
-from synthmri.classify.mixtures import LeakageError, Pools, assert_no_leakage, read_real, read_synthetic
+from synthmri.classify.augment import augment_batch
+from synthmri.classify.config import AUGMENT_PRESETS, AugmentParams
+from synthmri.classify.mixtures import LeakageError, Pools, assert_no_leakage, read_real, read_synthetic, read_val
 from synthmri.images import ImageError, read_gray
-from synthmri.io import parallel_map, read_table
+from synthmri.io import parallel_map
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,7 +30,6 @@ NORM_NO_MEAN = "imagenet_no_mean"  # x/255 / std: the paper's slip (below), same
 NORM_UNIT = "unit"  # x/255
 NORMALIZATIONS = (NORM_IMAGENET, NORM_NO_MEAN, NORM_UNIT)
 COPY_REASON = "duplicates a test image"
-VAL = "val"  # the split stage's validation split: for model selection (early stopping), never trained on
 
 
 @dataclass
@@ -76,7 +76,8 @@ def _decode(job: tuple[str, int]) -> tuple[np.ndarray, str]:
 
 def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes: Sequence[str], size: int,
                 workers: int | None = None, folders: dict[str, Sequence[str]] | None = None) -> ImageSet:
-    """Decode the kept processed images and the synthetic images; find training rows that copy a test image.
+    """Decode the kept processed images (train, test and the split stage's val rows) and the synthetic images;
+    find training rows that copy a test image. Val images land in `pools.val`, never in a training pool.
 
     A kept Training row whose source file (sha256) or decoded pixels equal a Testing image's is left
     out of `pools` with a reason (`pools.excluded`), so no scenario can draw it (paper §4.1). The paper's
@@ -117,24 +118,18 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
                 syn_excluded.append({"path": p, "class": c, "reason": "synthetic image identical to a test image"})
             else:
                 syn_pool[c].append(p)
-    pools = Pools(real=real_pool, synthetic=syn_pool, test=list(zip(test["out_path"], test["class"])),
-                  excluded=copies + syn_excluded)
-    keeping = replace(pools, real=real_with_copies, excluded=syn_excluded,
-                      kept_test_copies=frozenset(e["path"] for e in copies))
     val_pool, val_excluded = [], []
     for p, c in zip(val["out_path"], val["class"]):
         if keys[p] & test_keys:
             val_excluded.append({"path": p, "class": c, "reason": COPY_REASON})
         else:
             val_pool.append((p, c))
+    pools = Pools(real=real_pool, synthetic=syn_pool, test=list(zip(test["out_path"], test["class"])),
+                  excluded=copies + syn_excluded, val=val_pool)
+    keeping = replace(pools, real=real_with_copies, excluded=syn_excluded,
+                      kept_test_copies=frozenset(e["path"] for e in copies))
     return ImageSet(pixels=pixels, paths=paths, keys=keys, pools=pools, pools_keeping_copies=keeping,
                     val=val_pool, val_excluded=val_excluded)
-
-
-def read_val(manifest: str | Path) -> pd.DataFrame:
-    """Kept val rows of the processed manifest, sorted by out_path (none before the split stage made a val)."""
-    df = read_table(manifest)
-    return df[(df["status"] == "kept") & (df["split"] == VAL)].sort_values("out_path", kind="stable").reset_index(drop=True)
 
 
 def check_plan(images: ImageSet, plan, pools: Pools | None = None) -> int:
@@ -146,9 +141,6 @@ def check_plan(images: ImageSet, plan, pools: Pools | None = None) -> int:
     pools = images.pools if pools is None else pools
     if any(src not in ("real", "synthetic") for _, _, src in plan.rows):
         raise LeakageError("a training row of unknown source")
-    val_paths = {p for p, _ in images.val} | {e["path"] for e in images.val_excluded}
-    if any(p in val_paths for p, _, _ in plan.rows):
-        raise LeakageError("a val image in a training set: val is held out for model selection")
     test_paths = {p for p, _ in pools.test}
     return assert_no_leakage(plan, pools, train_keys=images.keys, test_keys={p: images.keys[p] for p in test_paths})
 
@@ -159,22 +151,23 @@ class DeviceData:
 
     pixels: torch.Tensor  # uint8 (N, S, S) on `device`
     normalize: str  # one of NORMALIZATIONS
-    augment: str  # "none" | "flip"
+    augment: AugmentParams  # training batches only (classify.train.augment)
     channels_last: bool
 
     def __post_init__(self):
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown input normalisation {self.normalize!r}; known: {', '.join(NORMALIZATIONS)}")
+        if isinstance(self.augment, str):
+            self.augment = AUGMENT_PRESETS[self.augment]
 
     @classmethod
-    def create(cls, images: ImageSet, device: torch.device, *, normalize: str, augment: str) -> DeviceData:
+    def create(cls, images: ImageSet, device: torch.device, *, normalize: str, augment: str | AugmentParams) -> DeviceData:
         return cls(images.pixels.to(device, non_blocking=True), normalize, augment, device.type == "cuda")
 
     def batch(self, idx: torch.Tensor, *, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.pixels[idx.to(self.pixels.device)].unsqueeze(1).float()  # (B, 1, S, S)
-        if train and self.augment == "flip":
-            flip = torch.rand(x.shape[0], generator=generator, device="cpu") < 0.5
-            x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+        if train:
+            x = augment_batch(x, self.augment, generator)
         x = x / 255.0
         x = x.expand(-1, 3, -1, -1)  # grayscale -> the 3 channels the network expects, here only
         if self.normalize == NORM_UNIT:

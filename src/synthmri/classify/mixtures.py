@@ -20,6 +20,8 @@ import pandas as pd
 from synthmri.classify.config import PAIR, Amount, ScenarioMix, ScenarioParams
 from synthmri.io import read_table
 
+VAL = "val"  # the split stage's validation split: for model selection (early stopping), never trained on
+
 REAL, SYNTHETIC = "real", "synthetic"
 MANIFEST_COLUMNS = ("split", "class", "status", "sha256", "out_path")
 SYNTHETIC_EXT = (".png", ".jpg", ".jpeg")
@@ -36,6 +38,7 @@ class Pools:
     real: Mapping[str, Sequence[str]]
     synthetic: Mapping[str, Sequence[str]]
     test: Sequence[tuple[str, str]]  # (path, class)
+    val: Sequence[tuple[str, str]] = ()  # (path, class): the real val split, for early stopping / LR plateau; never trains
     excluded: Sequence[dict] = field(default_factory=tuple)  # training rows left out, with a reason
     kept_test_copies: frozenset[str] = frozenset()  # real paths in `real` that copy a test image (drop_test_copies: false)
 
@@ -73,6 +76,12 @@ def read_real(manifest: str | Path, classes: Sequence[str]) -> tuple[pd.DataFram
     if test.empty:
         raise ValueError(f"{manifest}: no kept Testing rows; the test set is always the real Testing split")
     return train, test
+
+
+def read_val(manifest: str | Path) -> pd.DataFrame:
+    """Kept rows of the split stage's `val` split (empty when the manifest has none); read_real checked the columns."""
+    df = read_table(manifest)
+    return df[(df["status"] == "kept") & (df["split"] == VAL)].sort_values("out_path", kind="stable").reset_index(drop=True)
 
 
 def read_synthetic(synthetic_dir: str | Path | None, classes: Sequence[str],
@@ -234,6 +243,7 @@ def assert_no_leakage(plan: Plan, pools: Pools, *, train_keys: Mapping[str, Coll
     image itself, or any other copy is still refused.
     """
     test_paths = {p for p, _ in pools.test}
+    val_paths = {p for p, _ in pools.val}
     synthetic = {p for ps in pools.synthetic.values() for p in ps}
     if test_paths & synthetic:
         raise LeakageError(f"synthetic image(s) in the test set: {sorted(test_paths & synthetic)[:3]}")
@@ -242,6 +252,8 @@ def assert_no_leakage(plan: Plan, pools: Pools, *, train_keys: Mapping[str, Coll
     for path, cls, source in plan.rows:
         if path in test_paths:
             raise LeakageError(f"test image {path} in the training set")
+        if path in val_paths:  # validation images choose the epoch; they never train
+            raise LeakageError(f"validation image {path} in the training set")
         keys = train_keys.get(path)
         if not keys:
             raise LeakageError(f"training image {path} has no content key to check against the test set")

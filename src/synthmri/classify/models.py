@@ -1,7 +1,7 @@
-"""Classifier registry: VGG-19 as the paper's code built it, the related studies' ResNet50, ResNet152 and
-MobileNetV2 (docs/studies.md), and a small CNN that learns the demo data in seconds on a CPU. ImageNet weights are
-registry files under models/pretrained/, read through `synthmri.pretrained` (full sha256 checked, tensors only),
-never downloaded here."""
+"""Classifier registry: VGG-19 as the paper's code built it, the related studies' ResNet50, ResNet152,
+ResNet152V2 and MobileNetV2 (docs/studies.md), and a small CNN that learns the demo data in seconds on a CPU.
+ImageNet weights are registry files under models/pretrained/, read through `synthmri.pretrained` (full sha256
+checked, tensors only), never downloaded here."""
 
 from __future__ import annotations
 
@@ -60,11 +60,28 @@ def _resnet(builder: Callable[..., nn.Module]) -> Callable[[int, int], nn.Module
     return make
 
 
-def _mobilenet_v2(n_classes: int, image_size: int) -> nn.Module:
+def _mobilenet_v2(n_classes: int, image_size: int, head: str = "default") -> nn.Module:
     net = torchvision.models.mobilenet_v2(weights=None)
     net.load_backbone = _loader(net, drop=("classifier.",))  # type: ignore[attr-defined]
-    net.classifier[1] = nn.Linear(net.classifier[1].in_features, n_classes)
+    if head == "gap_dense":  # Keras MobileNetV2's include_top head: global average pool -> Dense(k), no dropout
+        net.classifier = nn.Sequential(nn.Linear(net.last_channel, n_classes))  # torchvision pools in forward()
+    else:
+        net.classifier[1] = nn.Linear(net.classifier[1].in_features, n_classes)
     return net
+
+
+def _resnet152v2(n_classes: int, image_size: int, layers: tuple[int, ...] = (3, 8, 36, 3)) -> nn.Module:
+    """Keras' ResNet152V2: a pre-activation ResNet (He et al. 2016, "Identity Mappings"): BatchNorm -> ReLU before
+    every convolution, a final BatchNorm -> ReLU, global average pooling, one dense layer; timm's ResNetV2, built
+    from its classes (no weights). One difference from Keras: a stage downsamples in its first block, as He et
+    al.'s code did, where Keras downsamples in its last. No published ImageNet file is pinned: from scratch only."""
+    from functools import partial
+
+    from timm.layers import BatchNormAct2d, create_conv2d
+    from timm.models.resnetv2 import ResNetV2
+
+    return ResNetV2(layers=list(layers), num_classes=n_classes, conv_layer=create_conv2d,
+                    norm_layer=partial(BatchNormAct2d), preact=True)
 
 
 def _small_cnn(n_classes: int, image_size: int, width: int = 16) -> nn.Module:
@@ -93,9 +110,14 @@ ARCHITECTURES: dict[str, Callable[[int, int], nn.Module]] = {
     "vgg19": _vgg19,
     "resnet50": _resnet(torchvision.models.resnet50),
     "resnet152": _resnet(torchvision.models.resnet152),  # the tumour-vs-normal study used Keras ResNet152V2; torchvision has v1
+    "resnet152v2": _resnet152v2,  # the GAN study's (Keras ResNet152V2); pretrained: false only
     "mobilenet_v2": _mobilenet_v2,
     "small_cnn": _small_cnn,  # the demo's; pretrained: false only
 }
+
+
+# why an arch has no registry file
+NO_WEIGHTS = {"resnet152v2": "no published ImageNet file of this pre-activation ResNet-152 is pinned; it trains from scratch"}
 
 
 def weights_path(cfg: ModelParams) -> Path:
@@ -107,10 +129,12 @@ def build_model(cfg: ModelParams, n_classes: int, image_size: int) -> nn.Module:
     """A fresh classifier; ImageNet backbone weights from `weights_path(cfg)` when `cfg.pretrained`."""
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"unknown classifier {cfg.arch!r}; known: {', '.join(ARCHITECTURES)}")
-    net = ARCHITECTURES[cfg.arch](n_classes, image_size)
+    extra = {"head": cfg.head} if cfg.head != "default" else {}
+    net = ARCHITECTURES[cfg.arch](n_classes, image_size, **extra)
     if cfg.pretrained:
         if cfg.arch not in pretrained.REGISTRY:
-            raise ValueError(f"classify.model.arch {cfg.arch!r} has no pretrained weights: "
+            why = f" ({NO_WEIGHTS[cfg.arch]})" if cfg.arch in NO_WEIGHTS else ""
+            raise ValueError(f"classify.model.arch {cfg.arch!r} has no pretrained weights{why}: "
                              "set classify.model.pretrained: false")
         try:  # the published bytes (full sha256), read as tensors only
             state, _ = pretrained.load_registered(cfg.arch, cfg.weights_dir)

@@ -1,5 +1,6 @@
 """One scenario, every seed: plan all mixtures (refusing impossible ones before any training), check for
-leakage, train, evaluate on the real Testing split, summarise (paper §5.2.2, §6.2)."""
+leakage, train (validating on the real val split when early stopping or the LR plateau asks for it),
+evaluate on the real Testing split, summarise (paper §5.2.2, §6.2)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from synthmri.classify.config import ClassifyParams, ScenarioParams
 from synthmri.classify.data import NORM_IMAGENET, NORM_NO_MEAN, DeviceData, ImageSet, check_plan
 from synthmri.classify.mixtures import Plan, plan_mixture
 from synthmri.classify.models import weights_path
-from synthmri.classify.train import fit, label_order, new_model, open_live, predict
+from synthmri.classify.train import fit, label_order, new_model, open_live, predict, predict_proba
 from synthmri import pretrained
 from synthmri.runtime import resolve_device, set_threads
 
 PHASE_MAIN, PHASE_BEFORE, PHASE_AFTER = "", "before", "after"
-PRED_COLUMNS = ("seed", "phase", "path", "class", "pred")
+PRED_COLUMNS = ("seed", "phase", "path", "class", "pred")  # then PROBA_PREFIX + class: its probability
+PROBA_PREFIX = "p_"
 
 
 def draw_seed(scen: ScenarioParams, cfg: ClassifyParams, seed: int) -> int:
@@ -58,18 +60,25 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
                  live_dir: str | Path | None = None) -> tuple[dict, pd.DataFrame]:
     """Train and evaluate `scen` for each seed; return (metrics, predictions)."""
     classes = tuple(sorted(classes))
+    positive = S.positive_index(classes, cfg.positive_class)
+    if cfg.train.needs_val and not images.pools.val:
+        raise ValueError(f"{' and '.join(cfg.train.needs_val)} need(s) validation images: the processed manifest has "
+                         "no kept rows with split == 'val' (make a val split, or set the key to null)")
     plans, copies = plan_all(name, scen, cfg, images, classes)
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     data = DeviceData.create(images, device, normalize=NORM_NO_MEAN if cfg.paper_as_coded else NORM_IMAGENET,
-                             augment=cfg.train.augment)
+                             augment=cfg.train.augmentation)
     test_set = _test_set(name, scen, images, classes)
     test_paths = [p for p, _ in test_set]
     test_cls = [c for _, c in test_set]
     test_idx = images.index(test_paths)
+    val_idx = images.index([p for p, _ in images.pools.val]) if cfg.train.needs_val else None
 
     runs: dict[str, list[dict]] = {}
+    probas: dict[str, list[np.ndarray]] = {}
     pred_rows: list[pd.DataFrame] = []
+    training: dict[str, dict[str, dict]] = {}
     seconds = images_seen = 0.0
     t0 = time.perf_counter()
     for seed, (first, second) in plans.items():
@@ -78,12 +87,14 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
         y_test = np.array([classes.index(c) for c in test_cls])
 
         def evaluate(model, phase: str) -> None:
-            pred = predict(model, data, test_idx, cfg=cfg, device=device)
-            pred_cls = [order[i] for i in pred]  # back to class names, whatever the label order
+            proba = predict_proba(model, data, test_idx, cfg=cfg, device=device)
+            pred_cls = [order[i] for i in proba.argmax(1)]  # back to class names, whatever the label order
+            proba = proba[:, [to_i[c] for c in classes]]  # columns in class order
             y_pred = np.array([classes.index(c) for c in pred_cls])
-            runs.setdefault(phase, []).append(S.report(y_test, y_pred, classes) | {"seed": seed})
+            runs.setdefault(phase, []).append(S.report(y_test, y_pred, classes, proba, positive) | {"seed": seed})
+            probas.setdefault(phase, []).append(proba)
             pred_rows.append(pd.DataFrame({"seed": seed, "phase": phase, "path": test_paths, "class": test_cls,
-                                           "pred": pred_cls}))
+                                           "pred": pred_cls} | {f"{PROBA_PREFIX}{c}": proba[:, i] for i, c in enumerate(classes)}))
 
         def acc_now(model) -> float:
             pred = predict(model, data, test_idx, cfg=cfg, device=device)
@@ -99,8 +110,12 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
                 continue
             idx = images.index([p for p, _, _ in phase_plan.rows])
             y = torch.tensor([to_i[c] for _, c, _ in phase_plan.rows])
+            val = None if val_idx is None else (val_idx, torch.tensor([to_i[c] for _, c in images.pools.val]))
             result = fit(model, data, idx, y, epochs=epochs, cfg=cfg, seed=seed, device=device, live=live,
-                         prefix=prefix, eval_fn=acc_now)
+                         prefix=prefix, eval_fn=acc_now, val=val)
+            training.setdefault(prefix.rstrip("/") or "train", {})[str(seed)] = {
+                "epochs": result.epochs, "stopped_epoch": result.stopped_epoch, "best_epoch": result.best_epoch,
+                "final_lr": result.history[-1]["lr"]}
             seconds += result.seconds
             images_seen += result.images
             evaluate(model, phase)
@@ -117,6 +132,7 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
         # what was loaded: path, full sha256, bytes, and how far it is verified (pretrained.Checked)
         "weights": pretrained.check(weights_path(cfg.model)).record() if cfg.model.pretrained else None,
         "device": str(device), "seeds": list(plans), "test_set": scen.test, "test_images": len(test_paths),
+        "val_images": len(images.pools.val) if val_idx is not None else 0,  # used for early stopping / LR plateau
         "train_counts": first_plan.counts, "train_images": first_plan.size,
         "excluded_from_pools": dict(Counter(e["reason"] for e in images.pools_for(cfg.drop_test_copies).excluded)),
         "test_copies": leaked_copies_metrics(cfg, images, copies),
@@ -131,9 +147,10 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
         p = preds[preds["phase"] == phase]
         y = np.array([classes.index(c) for c in test_cls])
         per_seed = [np.array([classes.index(c) for c in p[p["seed"] == s]["pred"]]) for s in plans]
-        ci = S.bootstrap_ci(y, per_seed, len(classes), n_boot=cfg.bootstrap, seed=0)
-        for key in (S.ACCURACY, S.MACRO_F1):  # scalars, so `dvc exp show` lists them
-            block[key]["ci95_low"], block[key]["ci95_high"] = ci[key]
+        ci = S.bootstrap_ci(y, per_seed, len(classes), n_boot=cfg.bootstrap, seed=0, probas=probas[phase],
+                            positive=positive)
+        for key, (lo, hi) in ci.items():  # scalars, so `dvc exp show` lists them
+            block[key]["ci95_low"], block[key]["ci95_high"] = lo, hi
         block["per_seed"] = {str(r["seed"]): {S.ACCURACY: r[S.ACCURACY], S.MACRO_F1: r[S.MACRO_F1]} for r in phase_runs}
         if phase == PHASE_MAIN:
             metrics.update(block)
@@ -141,6 +158,7 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
             metrics[phase] = block
     if PHASE_AFTER in runs:  # the headline numbers of a fine-tuning scenario are the fine-tuned model's
         metrics.update(metrics[PHASE_AFTER])
+    metrics["training"] = training  # per phase and seed: epochs run, early stopping's epochs, the last LR
     metrics["train_seconds"] = round(seconds, 3)
     metrics["train_images_per_s"] = round(images_seen / seconds, 2) if seconds else 0.0
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 3)

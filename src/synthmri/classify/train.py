@@ -1,4 +1,5 @@
-"""Train and evaluate a classifier on an in-memory mixture (paper §5.2.1): Adam, cross-entropy, fixed epochs.
+"""Train and evaluate a classifier on an in-memory mixture (paper §5.2.1): Adam, cross-entropy, fixed epochs;
+optionally (the SD-Turbo study's recipe) early stopping and a plateau LR cut on the validation loss.
 
 bf16 autocast and channels_last on CUDA; on CPU the same seed gives the same weights bit for bit
 (shuffles from an explicit generator, dropout from the seeded global state, deterministic kernels).
@@ -18,6 +19,7 @@ from torch import nn
 from synthmri.classify.config import ClassifyParams
 from synthmri.classify.data import DeviceData
 from synthmri.classify.models import build_model
+from synthmri.classify.schedule import EarlyStopping, Plateau
 from synthmri.runtime import autocast, autocast_dtype, derive_seed, seed_everything
 
 
@@ -26,9 +28,15 @@ class Fit:
     """What one training phase produced."""
 
     model: nn.Module
-    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, train accuracy
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, train accuracy, lr, val_*
     images: int = 0  # training images seen
     seconds: float = 0.0
+    best_epoch: int | None = None  # early stopping: the epoch whose weights the model ends with (restore_best)
+    stopped_epoch: int | None = None  # early stopping: the epoch it stopped after; None: ran every epoch
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
 
     @property
     def images_per_s(self) -> float:
@@ -52,11 +60,20 @@ def new_model(cfg: ClassifyParams, n_classes: int, device: torch.device, seed: i
 
 
 def fit(model: nn.Module, data: DeviceData, idx: torch.Tensor, y: torch.Tensor, *, epochs: int, cfg: ClassifyParams,
-        seed: int, device: torch.device, live=None, prefix: str = "", eval_fn=None) -> Fit:
-    """Train `model` on rows `idx` (labels `y`) of `data` for `epochs`; log each epoch to dvclive `live`."""
+        seed: int, device: torch.device, live=None, prefix: str = "", eval_fn=None,
+        val: tuple[torch.Tensor, torch.Tensor] | None = None) -> Fit:
+    """Train `model` on rows `idx` (labels `y`) of `data` for up to `epochs`; log each epoch to dvclive `live`.
+
+    With `val` (rows, labels) each epoch also measures the validation loss, which drives
+    classify.train.early_stopping and classify.train.plateau when they are set (both need it).
+    """
     t = cfg.train
     if len(idx) == 0:
         raise ValueError("cannot train on an empty training set")
+    if t.needs_val and (val is None or len(val[0]) == 0):
+        raise ValueError(f"{' and '.join(t.needs_val)} need validation images and there are none")
+    if val is not None and set(idx.tolist()) & set(val[0].tolist()):
+        raise ValueError("validation rows in the training set")  # run.py's leakage check catches this first
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     seed_everything(derive_seed("fit", seed, prefix) % 2**32)  # dropout draws
     params = [p for p in model.parameters() if p.requires_grad]
@@ -65,6 +82,8 @@ def fit(model: nn.Module, data: DeviceData, idx: torch.Tensor, y: torch.Tensor, 
     dtype = autocast_dtype(t.precision, device)
     y_dev = y.to(device)
     out = Fit(model)
+    stopper = EarlyStopping(t.early_stopping) if t.early_stopping else None
+    plateau = Plateau(t.plateau, t.lr) if t.plateau else None
     start = time.perf_counter()
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(derive_seed("shuffle", seed, prefix, epoch))
@@ -84,10 +103,19 @@ def fit(model: nn.Module, data: DeviceData, idx: torch.Tensor, y: torch.Tensor, 
             loss_sum += float(loss.detach()) * len(b)
             correct += int((logits.argmax(1) == target).sum())
             total += len(b)
-        row = {"epoch": epoch + 1, "loss": loss_sum / total, "train_accuracy": correct / total}
+        row = {"epoch": epoch + 1, "loss": loss_sum / total, "train_accuracy": correct / total,
+               "lr": opt.param_groups[0]["lr"]}
         if t.precise_bn:
             recalibrate_bn(model, data, idx, batch_size=t.batch_size)
-        if eval_fn is not None:
+        stop = False
+        if val is not None:
+            row["val_loss"], row["val_accuracy"] = val_loss(model, data, val[0], val[1], cfg=cfg, device=device)
+            if stopper is not None:
+                stop = stopper.step(row["val_loss"], epoch + 1, model)
+            if plateau is not None:  # the rate the next epoch trains at
+                plateau.step(row["val_loss"])
+                plateau.apply(opt)
+        if eval_fn is not None:  # logged only; no decision reads it
             row["test_accuracy"] = eval_fn(model)
         out.history.append(row)
         if live is not None:
@@ -95,11 +123,27 @@ def fit(model: nn.Module, data: DeviceData, idx: torch.Tensor, y: torch.Tensor, 
                 if k != "epoch":
                     live.log_metric(f"{prefix}{k}", v)
             live.next_step()
+        if stop:
+            break
+    if stopper is not None:
+        out.stopped_epoch = stopper.stopped_epoch
+        if stopper.restore(model):  # Keras restore_best_weights
+            out.best_epoch = stopper.best_epoch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.seconds = time.perf_counter() - start
-    out.images = epochs * len(idx)
+    out.images = out.epochs * len(idx)
     return out
+
+
+@torch.no_grad()
+def val_loss(model: nn.Module, data: DeviceData, idx: torch.Tensor, y: torch.Tensor, *, cfg: ClassifyParams,
+             device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on rows `idx` in eval mode (Keras' val_loss, val_accuracy)."""
+    logits = _logits(model, data, idx, cfg=cfg, device=device)
+    target = y.to(logits.device)
+    loss = nn.functional.cross_entropy(logits, target, reduction="sum").item() / len(idx)
+    return loss, (logits.argmax(1) == target).double().mean().item()
 
 
 @torch.no_grad()
@@ -124,16 +168,29 @@ def recalibrate_bn(model: nn.Module, data: DeviceData, idx: torch.Tensor, *, bat
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: DeviceData, idx: torch.Tensor, *, cfg: ClassifyParams, device: torch.device) -> np.ndarray:
-    """Predicted label indices for rows `idx`."""
+def _logits(model: nn.Module, data: DeviceData, idx: torch.Tensor, *, cfg: ClassifyParams, device: torch.device) -> torch.Tensor:
+    """fp32 logits (N, k) for rows `idx`, in eval mode, on the CPU."""
     model.eval()
     dtype = autocast_dtype(cfg.train.precision, device)
-    preds = []
+    out = []
     for s in range(0, len(idx), cfg.train.eval_batch_size):
         x = data.batch(idx[s:s + cfg.train.eval_batch_size], train=False)
         with autocast(device, dtype):
-            preds.append(model(x).float().argmax(1).cpu())
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+            out.append(model(x).float().cpu())
+    return torch.cat(out)
+
+
+def predict(model: nn.Module, data: DeviceData, idx: torch.Tensor, *, cfg: ClassifyParams, device: torch.device) -> np.ndarray:
+    """Predicted label indices for rows `idx`."""
+    if len(idx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return _logits(model, data, idx, cfg=cfg, device=device).argmax(1).numpy()
+
+
+def predict_proba(model: nn.Module, data: DeviceData, idx: torch.Tensor, *, cfg: ClassifyParams,
+                  device: torch.device) -> np.ndarray:
+    """Softmax probabilities (N, k), float64, columns in the model's label order."""
+    return torch.softmax(_logits(model, data, idx, cfg=cfg, device=device).double(), 1).numpy()
 
 
 def open_live(live_dir: str | Path | None, name: str):
