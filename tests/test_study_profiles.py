@@ -106,12 +106,12 @@ def test_sweep_refuses_ratios_that_n_per_class_cannot_cover(root, tmp_path):
     shutil.copytree(root / "conf", tmp_path / "conf")
     (tmp_path / "params.yaml").write_text("profile_name: sdturbo_demo\n")
     (tmp_path / "data/processed").mkdir(parents=True)
-    rows = ["status,split,class"] + ["kept,train,glioma"] * 40 + ["kept,train,meningioma"] * 41 \
+    rows = ["status,split,class"] + ["kept,train,glioma"] * 30 + ["kept,train,meningioma"] * 31 \
         + ["kept,test,glioma"] * 9 + ["quarantined,train,glioma"] * 5
     (tmp_path / "data/processed/manifest.csv").write_text("\n".join(rows) + "\n")
-    assert "covers ratio 3 (123 synthetic meningioma for 41 real)" in check_coverage("sdturbo_demo", [0, 3], root=tmp_path)
-    with pytest.raises(ValueError, match=r"ratio 4 needs 164 synthetic meningioma images \(41 real\), but "
-                                         r"generate.n_per_class is 160"):
+    assert "covers ratio 3 (93 synthetic meningioma for 31 real)" in check_coverage("sdturbo_demo", [0, 3], root=tmp_path)
+    with pytest.raises(ValueError, match=r"ratio 4 needs 124 synthetic meningioma images \(31 real\), but "
+                                         r"generate.n_per_class is 120"):
         check_coverage("sdturbo_demo", [0, 4], root=tmp_path)
     # another profile's processed data prove nothing: not checked, left to the ratio stage
     (tmp_path / "params.yaml").write_text("profile_name: demo\n")
@@ -162,3 +162,38 @@ def test_tumour_vs_normal_demo_runs_end_to_end(root, tmp_path, venv_env):
     fid = json.loads((repo / "metrics/fidelity.json").read_text())
     assert {"normal", "tumor"} <= set(fid)
     assert "Beside the DCGAN tumour-vs-normal study" in (repo / "reports/README.md").read_text()
+
+
+# the SD-Turbo demo at a few steps; early stopping made to fire after epoch 2 (no val loss falls by 10)
+SDT_TINY = ["generator.sd_turbo.epochs=1", "generate.n_per_class=40", "ratio=1", "classify.train.epochs=5",
+            "classify.train.early_stopping.patience=1", "classify.train.early_stopping.min_delta=10",
+            "classify.bootstrap=10"]
+
+
+@pytest.mark.slow
+def test_sdturbo_demo_runs_end_to_end(root, tmp_path, venv_env):
+    repo = copy_project(root, tmp_path / "repo", venv_env)
+    sh(["dvc", "exp", "run", "-S", "profile=sdturbo_demo", *[a for o in SDT_TINY for a in ("-S", o)]], repo, venv_env)
+    import pandas as pd
+
+    truth = pd.read_csv(repo / "data/raw/demo/demo_truth.csv", keep_default_na=False)
+    ingest = json.loads((repo / "metrics/ingest.json").read_text())
+    assert ingest["format"] == "figshare" and ingest["images"] == len(truth) and ingest["quarantined"] == 0
+    split = json.loads((repo / "metrics/split.json").read_text())
+    assert split["method"] == "patient" and split["patient_ids"] == "known"
+    assert split["shared_patients"] == {"train-val": 0, "train-test": 0, "val-test": 0}
+    assert split["patients"] == truth["patient"].nunique()
+    assert sum(split[s]["images"] for s in ("train", "val", "test")) == len(truth)
+    man = pd.read_csv(repo / "data/processed/manifest.csv", keep_default_na=False)
+    train = set(man.loc[(man["status"] == "kept") & (man["split"] == "train"), "out_path"])
+    for c in ("glioma", "meningioma", "pituitary"):
+        syn = pd.read_csv(repo / f"data/synthetic/{c}/manifest.csv", keep_default_na=False)
+        assert len(syn) == 40 and set(syn["source"]) <= train  # img2img from training images only
+    base = json.loads((repo / "metrics/scenarios/baseline.json").read_text())
+    assert base["arch"] == "small_cnn" and base["val_images"] == split["val"]["images"]
+    assert {k: base["training"]["train"]["33"][k] for k in ("epochs", "stopped_epoch", "best_epoch")} == \
+        {"epochs": 2, "stopped_epoch": 2, "best_epoch": 1}
+    ratio = json.loads((repo / "metrics/ratio.json").read_text())
+    assert ratio["ratio"] == 1 and ratio["train_counts"] == {
+        c: {"real": n, "synthetic": n} for c, n in split["train"]["per_class"].items()}
+    assert "Beside the SD-Turbo study" in (repo / "reports/README.md").read_text()
