@@ -106,7 +106,7 @@ def finite(x: float) -> float:
 
 
 def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None,
-                 interval: float = 0.1) -> dict[str, Any]:
+                 interval: float = 0.2) -> dict[str, Any]:
     """Run `cmd` as a child process; its wall time and peak memory.
 
     - `maxrss_gb`: the kernel's RSS high-water mark of the largest single process of the tree

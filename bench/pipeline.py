@@ -90,7 +90,7 @@ def summarise(stages: dict, built: dict) -> dict:
         "preprocess": m["preprocess"]["reconcile"],
         "preprocess_removed": m["preprocess"]["removed"],
     }
-    return {"total_s": round(total, 2), "peak": peak,
+    return {"total_s": round(total, 2), "total_cpu_s": round(sum(stages[s]["cpu_s"] for s in STAGES), 2), "peak": peak,
             "slowest": max(STAGES, key=lambda s: stages[s]["wall_s"]),
             "share_s": {s: round(stages[s]["wall_s"] / total, 3) for s in STAGES}, "counts": counts}
 
@@ -115,6 +115,14 @@ def check_counts(c: dict) -> None:
 # ---- fidelity features and the classifier's loader, each in its own process -------------------------
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and of its finished worker processes."""
+    import resource
+
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + c.ru_utime + c.ru_stime
+
+
 def child(kind: str, manifest: str, n: int, out: str) -> None:
     """Run in a child process (`--child`): time one part and write its figures to `out`."""
     import pandas as pd
@@ -125,9 +133,9 @@ def child(kind: str, manifest: str, n: int, out: str) -> None:
     if kind == "loader":
         from synthmri.classify.data import load_images
 
-        t0 = time.perf_counter()  # after the imports (torch): the figure is the loader's
+        t0, c0 = time.perf_counter(), _cpu()  # after the imports (torch): the figure is the loader's
         images = load_images(manifest, None, classes, 256)
-        res = {"images": int(images.pixels.shape[0]), "decode_s": time.perf_counter() - t0,
+        res = {"images": int(images.pixels.shape[0]), "decode_s": time.perf_counter() - t0, "decode_cpu_s": _cpu() - c0,
                "tensor_gb": images.pixels.numel() / 2**30}
     else:
         import torch
@@ -139,10 +147,11 @@ def child(kind: str, manifest: str, n: int, out: str) -> None:
         s = load_images("bench", paths, 50, None)
         t1 = time.perf_counter()
         ex = build_extractor(torch.device("cpu"), random_seed=0)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), _cpu()
         feats = extract(ex, s.images, 32, "features")
         t3 = time.perf_counter()
         res = {"images": len(s), "decode_s": t1 - t0, "build_s": t2 - t1, "extract_s": t3 - t2,
+               "extract_cpu_s_per_image": (_cpu() - c2) / max(1, len(s)),
                "threads": torch.get_num_threads(), "layers": sorted(feats)}
     res["kept_images"] = int(len(kept))
     Path(out).write_text(json.dumps(res))
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n in sizes:
         runs[str(n)] = r = one_size(n, args, params)
         print(f"{n} images: " + ", ".join(f"{s} {r['stages'][s]['wall_s']:.1f} s" for s in STAGES)
-              + f"; total {r['total_s']:.1f} s, peak {r['peak']['tree_pss_gb']} GB (PSS sum), "
+              + f"; total {r['total_s']:.1f} s ({r['total_cpu_s']:.0f} s CPU), peak {r['peak']['tree_pss_gb']} GB (PSS sum), "
               f"{r['peak']['maxrss_gb']} GB (largest process)", flush=True)
     report = {"sizes": sizes, "runs": runs, "overrides": args.overrides, "loadavg_after": os.getloadavg(),
               "targets": {"total_s": TARGET_S, "peak_gb": TARGET_GB, "growth": TARGET_GROWTH}}
@@ -222,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
             "images": args.scale,
             "total": round(b["total_s"] / a["total_s"], 2),
             **{s: round(b["stages"][s]["wall_s"] / a["stages"][s]["wall_s"], 2) for s in STAGES},
+            "total_cpu": round(b["total_cpu_s"] / a["total_cpu_s"], 2),
+            "cpu": {s: round(b["stages"][s]["cpu_s"] / a["stages"][s]["cpu_s"], 2) for s in STAGES},
             "peak_pss": round(b["peak"]["tree_pss_gb"] / a["peak"]["tree_pss_gb"], 2) if a["peak"]["tree_pss_gb"] else None,
             "peak_maxrss": round(b["peak"]["maxrss_gb"] / a["peak"]["maxrss_gb"], 2),
         }
