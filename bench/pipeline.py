@@ -4,7 +4,7 @@ feature extraction and the classifier's loader on what preprocess wrote.
 
     python bench/pipeline.py                                   # 7,023 images (Kaggle's counts)
     python bench/pipeline.py --images 700 --scale 10           # 700, then 7,000: the scaling check
-    python bench/pipeline.py --images 200 --features 0 --no-loader --out /tmp/x.json   # the test's dry run
+    python bench/pipeline.py --images 200 --pool 2 --features 2 --out /tmp/x.json   # about the test's dry run
 
 The set (bench/kaggle_set.py) is built once per (images, seed, pool) and cached under --cache-dir. Each stage
 runs as DVC runs it: the `synthmri <stage>` command in its own process, the paper profile's params.yaml

@@ -1,6 +1,7 @@
 """bench/pipeline.py's dry run at a tiny size (CPU) so the data-half benchmark cannot rot: the set it builds
 holds Kaggle's split and class shares exactly, every stage ran through `synthmri <stage>` and was measured,
-and each stage's counts reconcile with what was built (planted copies, sizes the aspect filter refuses)."""
+each stage's counts reconcile with what was built (planted copies, sizes the aspect filter refuses), and the
+classifier's loader and fidelity's feature extraction ran on what preprocess kept."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ N = 200  # the smallest size with 8 files in every Testing class folder
 EXPECTED = {"train": {"glioma": 38, "meningioma": 38, "notumor": 45, "pituitary": 41},
             "test": {"glioma": 9, "meningioma": 9, "notumor": 11, "pituitary": 9}}
 
-pytestmark = pytest.mark.slow  # ~30-60 s on 2 shared cores: the MNI152 template, four stage processes
+pytestmark = pytest.mark.slow  # ~1-3 min on 2 shared cores: the MNI152 template, four stage processes, Inception
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def run(tmp_path_factory, venv_env) -> tuple[dict, Path]:
     tmp = tmp_path_factory.mktemp("pipeline")
     out = tmp / "pipeline.json"
     cmd = [sys.executable, "bench/pipeline.py", "--images", str(N), "--pool", "2", "--workers", "1",
-           "--features", "0", "--no-loader", "--cache-dir", str(tmp / "cache"), "--workdir", str(tmp / "work"),
+           "--features", "2", "--cache-dir", str(tmp / "cache"), "--workdir", str(tmp / "work"),
            "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=venv_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -49,6 +50,11 @@ def test_every_stage_measured(run):
             assert fig[key] > 0, (s, key)
     assert r["total_s"] == pytest.approx(sum(r["stages"][s]["wall_s"] for s in STAGES), abs=0.05)
     assert r["slowest"] in STAGES
+    kept = r["counts"]["preprocess"]["kept"]
+    assert r["loader"]["images"] == r["loader"]["kept_images"] == kept  # every kept image, decoded once
+    assert r["features"]["images"] == 2 and r["features"]["kept_images"] == kept
+    for part in ("loader", "features"):
+        assert r[part]["images_per_s"] > 0 and r[part]["maxrss_gb"] > 0, part
 
 
 def test_set_holds_kaggle_shares(run):
