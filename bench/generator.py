@@ -20,6 +20,14 @@ peak from `--peak-tflops` or a table of known GPUs). Examples:
 
 Writes its figures, the command and the machine to bench/results/generator-<config>-<device>.json (or --out).
 For the whole GPU run of the paper's configurations, see bench/gpu.py.
+
+`--sd-turbo` measures the SD-Turbo generator instead (generator.kind sd_turbo), as ratios in one run:
+training images/s of LoRA vs the full UNet, and generation images/s of txt2img at 1-4 steps vs img2img at
+the SD-Turbo study's 50 steps (strength 0.75, guidance 7.5). Tiny random-initialised parts by default (CPU);
+`--sd-turbo-weights models/pretrained/sd-turbo --size 256` runs the real model (bf16 on CUDA):
+
+    python bench/generator.py --sd-turbo                                  # CPU, tiny parts at 32 px
+    python bench/generator.py --sd-turbo --sd-turbo-weights models/pretrained/sd-turbo --size 256 --batch 8
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (the CPU is shared)")
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--sd-turbo", action="store_true", help="measure the sd_turbo generator (see above)")
+    ap.add_argument("--sd-turbo-weights", default=None, help="diffusers folder of SD-Turbo (default: tiny random parts)")
     ap.add_argument("--out", "--json", dest="out", type=Path, default=None,
                     help="results JSON (default bench/results/generator-<config>-<device>.json)")
     return ap.parse_args()
@@ -89,10 +99,57 @@ def timed(fn, device: torch.device, warmup: int, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def sd_turbo(a: argparse.Namespace, device: torch.device) -> None:
+    """Training full vs LoRA, generation txt2img 1-4 steps vs img2img 50 steps, same model, one run."""
+    from synthmri.generative.sd_turbo import SDTurbo
+
+    sd = {"tiny": a.sd_turbo_weights is None, "image_size": a.size, "batch_size": a.batch}
+    if a.sd_turbo_weights:
+        sd["weights"] = a.sd_turbo_weights
+    images = torch.randint(0, 256, (a.batch, 1, a.size, a.size), dtype=torch.uint8, device=device)
+    labels = ["glioma", "meningioma"] * (a.batch // 2) + ["glioma"] * (a.batch % 2)
+    train = {}
+    for mode in ("full", "lora"):
+        cfg = load_generator({"kind": "sd_turbo", "sd_turbo": {**sd, "mode": mode}, "train": {"precision": a.precision}})
+        model = SDTurbo(cfg, device, a.precision)
+        g = generator(device, 0)
+        s = timed(lambda: model.train_step(model.to_input(images), labels, g), device, a.warmup, a.train_steps)
+        train[mode] = {"images_per_s": a.batch / s, "trainable_M": sum(t.numel() for t in model.trainable().values()) / 1e6}
+        if mode == "full":
+            full_model = model
+    del model
+    n = a.sample_batch
+    sample = {}
+    for steps in (1, 2, 4):
+        s = timed(lambda: full_model.txt2img("glioma", n, 0, steps=steps, guidance_scale=0.0), device, 1, 1)
+        sample[f"txt2img_{steps}"] = n / s
+    src = images[:n].cpu() if n <= a.batch else images.cpu().repeat(n // a.batch + 1, 1, 1, 1)[:n]
+    s = timed(lambda: full_model.img2img("glioma", src, 0, strength=0.75, guidance_scale=7.5, steps=50,
+                                         scheduler="ddpm"), device, 1, 1)
+    sample["img2img_50_strength0.75_guidance7.5"] = n / s
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    result = {
+        "device": f"{device.type}: {name}", "machine": machine(device), "torch": torch.__version__,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "config": {"model": "tiny random (UNet 32/64, VAE 32/64, CLIP 32)" if sd["tiny"] else a.sd_turbo_weights,
+                   "size": a.size, "batch": a.batch, "sample_batch": n, "precision": str(full_model.amp_dtype or "fp32")},
+        "train": train,
+        "train_ratio_lora_vs_full": train["lora"]["images_per_s"] / train["full"]["images_per_s"],
+        "sample_images_per_s": sample,
+        "sample_ratio_vs_img2img_50": {k: v / sample["img2img_50_strength0.75_guidance7.5"]
+                                       for k, v in sample.items() if k.startswith("txt2img")},
+    }
+    print(json.dumps(result, indent=2, default=float))
+    tag = f"sd_turbo-{'tiny' if sd['tiny'] else 'real'}-{a.size}px-b{a.batch}"
+    print(f"results: {write_result(a.out, f'generator-{tag}-{device.type}', result)}")
+
+
 def main() -> None:
     a = parse()
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    if a.sd_turbo:
+        return sd_turbo(a, device)
     levels = len(a.channels)
     attention = [bool(x) for x in a.attention] if a.attention else [False] + [True] * (levels - 1)
     ddpm = {"image_size": a.size, "batch_size": a.batch, "channels": a.channels, "attention_levels": attention,

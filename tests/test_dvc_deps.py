@@ -206,7 +206,8 @@ def test_every_profile_keeps_its_weights_under_the_tracked_folder(profile, tmp_p
 # ---- the shape: stage packages stand on the ground floor only ------------------------------------------
 
 GROUND_FLOOR = frozenset(f"src/synthmri/{name}" for name in
-                         ("__init__.py", "params.py", "io.py", "runtime.py", "pretrained.py", "images.py"))
+                         ("__init__.py", "params.py", "io.py", "runtime.py", "pretrained.py", "images.py",
+                          "tasks.py"))  # tasks: the class mapping every stage after preprocess reads
 STAGE_PACKAGES = ("data", "generative", "fidelity", "classify")  # cli.py, report*.py, summary.py, profiles.py aggregate
 
 

@@ -25,7 +25,7 @@ def test_defaults_are_the_papers_settings():
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"kind": "vae"}, "generator.kind: expected one of ['ddpm', 'dcgan']"),
+        ({"kind": "vae"}, "generator.kind: expected one of ['ddpm', 'dcgan', 'sd_turbo']"),
         ({"epochs": 3}, "generator: unknown key(s) ['epochs']"),
         ({"val_fraction": 1.0}, "generator.val_fraction"),
         ({"ddpm": {"channels": [32, 64], "attention_levels": [False, True, True]}}, "generator.ddpm.attention_levels"),

@@ -296,8 +296,8 @@ def test_unknown_or_missing_class_folder_names_the_layout(tmp_path):
 
 def test_missing_split_is_a_clear_error(tmp_path):
     src = make_dataset(tmp_path / "ds")
-    (src / "Testing").rename(src / "Test")
-    with pytest.raises(ValueError, match=r"missing \['Testing'\]; found at the top: \['Test/', 'Training/'\]"):
+    (src / "Testing").rename(src / "Tst")
+    with pytest.raises(ValueError, match=r"missing \['Testing'\]; found at the top: \['Training/', 'Tst/'\]"):
         ingest(src, tmp_path / "out", CFG, CLASSES)
     with pytest.raises(FileNotFoundError, match="source not found"):
         ingest(tmp_path / "nope", tmp_path / "out", CFG, CLASSES)

@@ -28,6 +28,7 @@ from synthmri.data.dedup import dedup
 from synthmri.data.demo import TRUTH_FILE, make_demo_dataset
 from synthmri.images import read_gray
 from synthmri.data.ingest import ingest
+from synthmri.data.split import split
 from synthmri.fidelity.evaluate import _real_paths
 from synthmri.generative.config import load_generator
 from synthmri.generative.data import select
@@ -72,11 +73,12 @@ def configs(root: Path, tmp: Path) -> dict[str, P.PreprocessParams]:
     return {**{n: small(c) for n, c in loaded.items()}, "per_class": per_class}
 
 
-def relabel(manifest: Path, out: Path) -> Path:
-    """Every Testing image gets another class (a cyclic shift: no label stays); Training untouched."""
+def relabel(manifest: Path, out: Path, held: tuple[str, ...] = ("test",)) -> Path:
+    """Every Testing (or other `held` split's) image gets another class (a cyclic shift: no label
+    stays); Training untouched."""
     df = read_table(manifest)
     shift = dict(zip(CLASSES, CLASSES[1:] + CLASSES[:1]))
-    test = df["split"] == "test"
+    test = df["split"].isin(held)
     df.loc[test, "class"] = df.loc[test, "class"].map(shift)
     write_table(df, out)
     return out
@@ -96,11 +98,12 @@ def train_record(man: pd.DataFrame, out: Path) -> dict[str, tuple]:
             for rel, r in rows.iterrows()}
 
 
-def compare(a: tuple, b: tuple) -> dict[str, list[str]]:
-    """How the run on the true labels (a) and on the relabelled manifest (b) differ."""
+def compare(a: tuple, b: tuple, held: str = "test") -> dict[str, list[str]]:
+    """How the run on the true labels (a) and on the relabelled manifest (b) differ; `test_*` are
+    the `held` split's images."""
     (ma, meta_a, out_a), (mb, meta_b, out_b) = a, b
     ra, rb = train_record(ma, out_a), train_record(mb, out_b)
-    ta, tb = ma[ma["split"] == "test"], mb[mb["split"] == "test"]
+    ta, tb = ma[ma["split"] == held], mb[mb["split"] == held]
     kept_a, kept_b = set(ta.index[ta["status"] == "kept"]), set(tb.index[tb["status"] == "kept"])
     both = sorted(kept_a & kept_b)
     return {
@@ -113,10 +116,10 @@ def compare(a: tuple, b: tuple) -> dict[str, list[str]]:
     }
 
 
-def aspect_decided(man: pd.DataFrame, relabelled: pd.DataFrame, cfg: P.PreprocessParams) -> list[str]:
-    """Testing rows the aspect filter (paper §4.2: tumour classes square, notumor within 0.9-1.1)
+def aspect_decided(man: pd.DataFrame, relabelled: pd.DataFrame, cfg: P.PreprocessParams, held: str = "test") -> list[str]:
+    """Testing (`held`) rows the aspect filter (paper §4.2: tumour classes square, notumor within 0.9-1.1)
     keeps under one labelling and removes under the other, decided independently of the stage."""
-    test = man[(man["split"] == "test") & (man["dedup_status"] == "keep")]
+    test = man[(man["split"] == held) & (man["dedup_status"] == "keep")]
     ok = lambda r, cls: ops.aspect_ok(int(r["width"]), int(r["height"]), cls in cfg.square_classes,  # noqa: E731
                                       cfg.aspect_tolerance)
     return sorted(rel for rel, r in test.iterrows() if ok(r, r["class"]) != ok(r, relabelled.at[rel, "class"]))
@@ -152,6 +155,35 @@ def test_relabelling_testing_changes_no_test_pixel_and_no_training_byte(property
     if cfg.histmatch.apply:  # the test images were matched, and to a reference that holds no test image
         assert a[1]["reference"]["agnostic"]["per_split"]["test"] == 0
         assert a[1]["histmatch_reference"]["test"] == "agnostic"
+
+
+def test_val_is_held_out_like_testing_relabelling_it_changes_no_val_pixel_and_no_training_byte(
+        chain, root, tmp_path):
+    """The split stage carves val out of Training (folders, val_fraction 0.3); under the harshest legal
+    settings (Training matched within its class, Testing rotated too, every image a rotation draw)
+    relabelling every val and Testing image changes no val pixel and no Training byte; val is never
+    rotated, never in a reference, never in the generator's or fidelity's training sets."""
+    cfg = configs(root, tmp_path)["per_class"]
+    manifest = tmp_path / "split.csv"
+    split(chain["dedup"], manifest, P.SplitParams(val_fraction=0.3), CLASSES)
+    relabelled = relabel(manifest, tmp_path / "relabelled.csv", held=("val", "test"))
+    a, b = run(manifest, tmp_path / "true", cfg), run(relabelled, tmp_path / "relabelled", cfg)
+    d = compare(a, b, held="val")
+    assert d["train"] == [] and d["train_metrics"] == []
+    assert d["test_pixels"] == [] and d["test_rotation"] == []
+    man, rel = read_table(manifest).set_index("relpath"), read_table(relabelled).set_index("relpath")
+    assert d["test_kept_in_one"] == aspect_decided(man, rel, cfg, held="val")
+    processed = a[0]
+    val = processed[(processed["split"] == "val") & (processed["status"] == "kept")]
+    assert len(d["test_compared"]) >= len(CLASSES) and len(val) >= 2 * len(CLASSES)  # not vacuous
+    assert (val["rotation"] == 0).all() and a[1]["rotated"]["test"] > 0  # Testing rotated (rotate.test), val never
+    assert all(Path(p).parent.parent.name == "val" for p in val["out_path"])
+    assert a[1]["histmatch_reference"]["val"] == "agnostic" and a[1]["val"]["total"] == len(val)
+    gen = load_generator(profile(root, tmp_path, "paper").get("generator"))
+    flat = processed.reset_index()
+    for cls in CLASSES:
+        seen = set(select(flat, cls, gen)["out_path"]) | set(_real_paths(flat, cls, "train"))
+        assert not seen & set(val["out_path"])
 
 
 def test_negative_control_a_test_image_matched_to_its_class_reference_fails_the_property(

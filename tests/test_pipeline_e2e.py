@@ -162,7 +162,7 @@ def counts(df: pd.DataFrame) -> dict[tuple[str, str], int]:
 
 
 def test_demo_profile_runs_every_stage(demo_run, params):
-    stages = {"demo_data", "raw_check", "ingest", "audit", "dedup", "preprocess"}
+    stages = {"demo_data", "raw_check", "ingest", "audit", "dedup", "link", "split", "preprocess"}
     stages |= {f"{stage}@{c}" for stage in ("train_generator", "generate") for c in CLASSES}
     stages |= {f"classify@{s}" for s in params["classify"]["scenarios"]}
     stages |= {"fidelity", "ratio", "report"}

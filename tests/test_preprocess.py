@@ -550,7 +550,7 @@ def test_bad_params_and_bad_manifests_stop_before_any_work(data, tmp_path):
     write_table(read_table(data).drop(columns="dedup_status"), bad)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['dedup_status'\]"):
         preprocess(bad, tmp_path / "o", config(), CLASSES)
-    write_table(read_table(data).assign(split="val"), bad)
+    write_table(read_table(data).assign(split="validation"), bad)  # val is a split now; this is no name of one
     with pytest.raises(ValueError, match="column 'split' has value"):
         preprocess(bad, tmp_path / "o", config(), CLASSES)
     assert not (tmp_path / "o").exists()

@@ -37,7 +37,7 @@ def _choices(root) -> str:
         (["preprocess.clahe.clip=3"],
          "unknown key 'preprocess.clahe.clip'; keys under preprocess.clahe: enabled, clip_limit, tile_grid"),
         (["+clasify.train.epochs=3"], "unknown top-level key(s) ['clasify']; did you mean classify? known: "
-         "profile_name, data, demo, ingest, audit, dedup, preprocess, generator, generate, fidelity, ratio, classify"),
+         "profile_name, data, demo, ingest, audit, dedup, link, split, preprocess, task, generator, generate, fidelity, ratio, classify"),
         (["a=b=c"], "cannot read override 'a=b=c' (mismatched input '=' expecting <EOF>): write key=value, "
          "quoting a value with spaces or commas"),
         (["ratio=1,2"], "'ratio=1,2' is a sweep (several values); params.yaml takes one value "

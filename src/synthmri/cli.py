@@ -71,15 +71,31 @@ def _load(section: str, path: Path):
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Path, typer.Argument(help="folder to write the Kaggle-layout demo dataset into")],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the demo dataset into")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="kaggle (Training/<class>/, Testing/<class>/), figshare (.mat v7.3 files packaged like "
+                         "the figshare release) or kaggle-from-figshare (OUT/figshare and its Kaggle-layout export "
+                         "OUT/kaggle, with the link truth); default: demo.format")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ):
     """Generate the demo dataset: MNI152 slices with class-specific lesions and planted nuisances."""
-    from synthmri.data.demo import make_demo_dataset
-
     cfg = _load("demo", params)
-    classes = _load("data", params).classes
-    summary = _run(make_demo_dataset, out_dir, cfg, classes)
+    fmt = fmt or cfg.format
+    if fmt == "figshare":  # its labels fix the classes: meningioma, glioma, pituitary
+        from synthmri.data.demo_figshare import make_figshare_demo
+
+        summary = _run(make_figshare_demo, out_dir, cfg)
+    elif fmt == "kaggle-from-figshare":  # OUT/figshare and its Kaggle-layout export OUT/kaggle (the link stage)
+        from synthmri.data.demo_link import make_kaggle_from_figshare
+
+        summary = _run(make_kaggle_from_figshare, out_dir, cfg)
+    elif fmt == "kaggle":
+        from synthmri.data.demo import make_demo_dataset
+
+        summary = _run(make_demo_dataset, out_dir, cfg, _load("data", params).classes)
+    else:
+        _error(f"--format: expected kaggle or figshare (or kaggle-from-figshare, for the link stage), got {fmt!r}")
+        raise typer.Exit(2)
     err.print(f"demo dataset written to {out_dir}: {summary}")
 
 
@@ -96,7 +112,9 @@ def check_raw(
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="Kaggle-layout folder or .zip (Training/, Testing/ with class folders)")],
+    source: Annotated[Path, typer.Argument(
+        help="data.format kaggle: a folder or .zip with Training/, Testing/ class folders; figshare: the release's "
+             "zip, its inner zips in a folder, or a folder of .mat files")],
     out_dir: Annotated[Path, typer.Argument(help="folder for manifest.csv and quarantine.csv")],
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
@@ -104,7 +122,8 @@ def ingest(
     """Inventory every file: usable images go to manifest.csv, everything else to quarantine.csv with a reason."""
     from synthmri.data.ingest import ingest as run
 
-    _run(run, source, out_dir, _load("ingest", params), _load("data", params).classes,
+    data = _load("data", params)
+    _run(run, source, out_dir, _load("ingest", params), data.classes, data.format, data.class_names,
          metrics=metrics, params=params)
 
 
@@ -137,17 +156,49 @@ def dedup(
 
 
 @app.command()
-def preprocess(
+def split(
     manifest: Annotated[Path, typer.Argument(help="dedup's manifest")],
-    out_dir: Annotated[Path, typer.Argument(help="folder for {train,test}/<class>/*.png and manifest.csv")],
+    out_csv: Annotated[Path, typer.Argument(help="the manifest with split assigned (train, val, test)")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Assign train / val / test (`split.method`: folders, image, patient, cvind); report patients per split."""
+    from synthmri.data.split import split as run
+
+    _run(run, manifest, out_csv, _load("split", params), _load("data", params).classes,
+         cross_split=_load("dedup", params).cross_split, metrics=metrics, params=params)
+
+
+@app.command()
+def link(
+    manifest: Annotated[Path, typer.Argument(help="dedup's manifest (the Kaggle images)")],
+    out_dir: Annotated[Path, typer.Argument(
+        help="folder for manifest.csv (the input rows, patient filled where matched, link_* columns) and the "
+             "ingested figshare slices")],
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Match each Kaggle image to the figshare slice it was exported from (link.figshare): patient IDs, and the
+    patients shared by Training and Testing."""
+    from synthmri.data.link import link as run
+
+    _run(run, manifest, out_dir, _load("link", params), _load("ingest", params), metrics=metrics, params=params)
+
+
+@app.command()
+def preprocess(
+    manifest: Annotated[Path, typer.Argument(help="the split stage's manifest")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for {train,val,test}/<class>/*.png and manifest.csv")],
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
 ):
     """Paper §4.2–4.4: grayscale, aspect filter, resize, balance, rotate, CLAHE, histogram matching."""
     from synthmri.data.preprocess import preprocess as run
+    from synthmri.tasks import load_task
 
+    task = _run(load_task, P.read_params(params))  # the class mapping, applied once here (synthmri/tasks.py)
     _run(run, manifest, out_dir, _load("preprocess", params), _load("data", params).classes,
-         metrics=metrics, params=params)
+         task=task, metrics=metrics, params=params)
 
 
 @app.command("params")
@@ -183,18 +234,37 @@ def train_generator(
     _run(train_generator_cmd, manifest, cls, out_dir, params, live_dir, checkpoints, metrics=metrics, params=params)
 
 
+@app.command("train-generator-shared")
+def train_generator_shared(
+    manifest: Annotated[Path, typer.Argument(help="preprocess's manifest.csv")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for the class-conditional model (or a marker)")],
+    live_dir: Annotated[Path | None, typer.Option("--live", help="dvclive folder (losses, sample grids)")] = None,
+    checkpoints: Annotated[Path | None, typer.Option("--checkpoints", help="folder for the resumable checkpoint")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: MetricsOpt = None,
+):
+    """Train one class-conditional generator for every class (`generator.kind: sd_turbo`); for a per-class
+    kind (ddpm, dcgan), write a small marker and return. Resumes from its last checkpoint."""
+    from synthmri.generative.shared_command import train_shared_cmd
+
+    _run(train_shared_cmd, manifest, out_dir, params, live_dir, checkpoints, metrics=metrics, params=params)
+
+
 @app.command()
 def generate(
     model_dir: Annotated[Path, typer.Argument(help="a trained generator's folder")],
     cls: Annotated[str, typer.Argument(help="its class")],
     out_dir: Annotated[Path, typer.Argument(help="folder for the synthetic PNGs and their manifest.csv")],
+    shared: Annotated[Path | None, typer.Option(
+        "--shared", help="the class-conditional model's folder (train_generator_shared), used when MODEL_DIR is a marker")] = None,
     params: ParamsOpt = Path("params.yaml"),
     metrics: MetricsOpt = None,
 ):
-    """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM), batched and seeded (paper §5.1.3)."""
+    """Sample `generate.n_per_class` synthetic images (DDPM 1,000 steps, or DDIM; sd_turbo img2img or txt2img),
+    batched and seeded (paper §5.1.3)."""
     from synthmri.generative.commands import generate_cmd
 
-    _run(generate_cmd, model_dir, cls, out_dir, params, metrics=metrics, params=params)
+    _run(generate_cmd, model_dir, cls, out_dir, params, shared, metrics=metrics, params=params)
 
 
 @app.command()
@@ -217,16 +287,23 @@ app.add_typer(weights_app, name="weights")
 
 @weights_app.command("fetch")
 def weights_fetch(
-    names: Annotated[list[str] | None, typer.Argument(help="inception, vgg19, resnet50, resnet152, mobilenet_v2 (default: all)")] = None,
+    names: Annotated[list[str] | None, typer.Argument(
+        help="inception, vgg19, resnet50, resnet152, mobilenet_v2 (default: these), sd-turbo (5 GB, only when named)")] = None,
     dest: Annotated[Path, typer.Option("--dest", help="folder to put them in")] = Path("models/pretrained"),
 ):
-    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained/*.pth`."""
+    """Download pretrained weights (needs internet) and check their sha256; then `dvc add models/pretrained/<file>`
+    (sd-turbo: the diffusers folders at a pinned revision, `dvc add models/pretrained/sd-turbo`)."""
     from rich.markup import escape
 
-    from synthmri.pretrained import FetchError, fetch
+    from synthmri.pretrained import HUB_FOLDERS, FetchError, fetch, fetch_folder
+
+    def fetch_all(names: list[str], dest: Path) -> list[dict]:
+        folders = [n for n in names if n in HUB_FOLDERS]
+        files = [n for n in names if n not in HUB_FOLDERS]
+        return (fetch(files, dest) if files or not names else []) + [r for n in folders for r in fetch_folder(n, dest)]
 
     try:
-        rows = _run(fetch, names or [], dest)
+        rows = _run(fetch_all, names or [], dest)
     except FetchError as e:  # the network, not the code: one line, no traceback
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

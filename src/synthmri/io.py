@@ -74,12 +74,16 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False, encoding="utf-8")
 
 
+TEXT_COLUMNS = ("patient",)
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a manifest CSV; strings stay strings (an image named 'NA.jpg' is not a missing value)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path} (run the stage that writes it first)")
-    return pd.read_csv(path, keep_default_na=False, encoding="utf-8")
+    # identifiers stay text: a patient ID "007123" is not the number 7123
+    return pd.read_csv(path, keep_default_na=False, encoding="utf-8", dtype={c: str for c in TEXT_COLUMNS})
 
 
 def progress() -> Progress:

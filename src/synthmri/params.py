@@ -30,10 +30,29 @@ class DataParams:
     raw: str = "data/raw/kaggle"  # Kaggle-layout folder or zip the pipeline ingests
     classes: tuple[str, ...] = CLASSES  # class folder names expected in Training/ and Testing/
     source: str = ""  # how to get the raw data, shown when data.raw is missing (`synthmri check-raw`)
+    # kaggle: Training/<class>/, Testing/<class>/ image folders | figshare: the .mat v7.3 release of
+    # Cheng et al. (outer zip, its four inner zips, or a folder of .mat files)
+    format: Literal["kaggle", "figshare"] = "kaggle"
+    class_names: dict[str, str] = field(default_factory=dict)  # class folder name -> class, e.g. {yes: tumor} (ingest)
 
     def __post_init__(self):
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ParamsError(f"data.classes must be distinct and non-empty, got {list(self.classes)}")
+        if self.class_names is None:
+            object.__setattr__(self, "class_names", {})
+        _check(isinstance(self.class_names, dict), "data.class_names",
+               f"expected a mapping {{folder name: class}}, got {self.class_names!r}")
+        for folder, cls in self.class_names.items():
+            _check(isinstance(folder, str) and isinstance(cls, str) and cls in self.classes,
+                   f"data.class_names.{folder}", f"must name a class of data.classes {list(self.classes)}, got {cls!r}")
+
+
+@dataclass(frozen=True)
+class DemoFigshareParams:
+    patients_per_class: int = 6  # synthetic patients per class (meningioma, glioma, pituitary)
+    min_slices: int = 3  # slices per patient, drawn in [min_slices, max_slices] (the release: about 13)
+    max_slices: int = 6
+    small_fraction: float = 0.15  # share of patients scanned at half of demo.size (the release: a few 256 px)
 
 
 @dataclass(frozen=True)
@@ -47,9 +66,18 @@ class DemoParams:
     exact_duplicates: int = 4  # per class, byte-identical copies within Training
     near_duplicates: int = 3  # per class, re-encoded / slightly changed copies within Training
     leaked_duplicates: int = 2  # per class, Testing images copied into Training (leakage)
-    broken_files: bool = True  # a truncated JPEG, a zero-byte file, a non-image named .jpg
+    broken_files: bool = True  # a truncated JPEG, a zero-byte file, a non-image named .jpg (Kaggle layout)
+    # the layout the demo_data stage writes; kaggle-from-figshare: the figshare demo and its Kaggle-layout export
+    # (OUT/figshare, OUT/kaggle with the link truth), for the link stage
+    format: Literal["kaggle", "figshare", "kaggle-from-figshare"] = "kaggle"
+    figshare: DemoFigshareParams = field(default_factory=DemoFigshareParams)  # format: figshare only
 
     def __post_init__(self):
+        f = self.figshare
+        _check(f.patients_per_class >= 1, "demo.figshare.patients_per_class", "must be >= 1")
+        _check(1 <= f.min_slices <= f.max_slices, "demo.figshare.min_slices",
+               f"need 1 <= min_slices <= max_slices, got {f.min_slices} and {f.max_slices}")
+        _check(0 <= f.small_fraction <= 1, "demo.figshare.small_fraction", "must be in [0, 1]")
         _check(self.train_per_class >= 4, "demo.train_per_class", "must be >= 4")
         _check(self.test_per_class >= 1, "demo.test_per_class", "must be >= 1")
         _check(32 <= self.size <= 1024, "demo.size", "must be in [32, 1024]")
@@ -60,14 +88,24 @@ class DemoParams:
 
 
 @dataclass(frozen=True)
+class FigshareIngestParams:
+    # int16 -> 8 bit: each slice's own [low, high] percentiles map to 0 and 255 (clipped outside)
+    window_percentiles: tuple[float, ...] = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
 class IngestParams:
     max_pixels: int = 50_000_000  # larger images are quarantined as decompression bombs
     max_archive_bytes: int = 20 * 1024**3  # refuse a zip that would expand beyond this
     max_archive_members: int = 200_000  # refuse a zip with more entries than this
     min_side: int = 32  # px; images whose smaller side is below this are quarantined (never upscaled into data)
     workers: int = 0  # decoding processes; 0 = all cores
+    figshare: FigshareIngestParams = field(default_factory=FigshareIngestParams)  # data.format: figshare
 
     def __post_init__(self):
+        w = self.figshare.window_percentiles
+        _check(len(w) == 2 and 0 <= w[0] < w[1] <= 100, "ingest.figshare.window_percentiles",
+               f"expected [low, high] with 0 <= low < high <= 100, got {list(w)}")
         _check(self.max_pixels > 0, "ingest.max_pixels", "must be > 0")
         _check(self.max_archive_bytes > 0, "ingest.max_archive_bytes", "must be > 0")
         _check(self.max_archive_members > 0, "ingest.max_archive_members", "must be > 0")
@@ -215,12 +253,69 @@ class PreprocessParams:
         _check(self.workers >= 0, "preprocess.workers", "must be >= 0")
 
 
+@dataclass(frozen=True)
+class LinkParams:
+    # the figshare release (zip, inner zips or .mat folder; under data/raw, the stage's dependency) or its ingest
+    # manifest.csv; absent: the link stage records that it did not run
+    figshare: str = "data/raw/figshare"
+    px_size: int = 32  # thumbnail side (the dedup engine's thumbnails)
+    rank_floor: float = 0.6  # intensity ranks (0-1) below this are tied: background noise carries no identity
+    flips: bool = True  # also compare the quarter turns and mirror images of each slice
+    min_score: float = 0.95  # a match needs a rank correlation >= this
+    min_margin: float = 0.02  # ... and this much above the best slice of any other patient
+    workers: int = 0  # thumbnail decoding processes; 0 = all cores
+
+    def __post_init__(self):
+        _check(8 <= self.px_size <= 128, "link.px_size", "must be in [8, 128]")
+        _check(0 <= self.rank_floor < 1, "link.rank_floor", "must be in [0, 1)")
+        _check(-1 <= self.min_score <= 1, "link.min_score", "must be in [-1, 1] (a correlation)")
+        _check(0 <= self.min_margin <= 2, "link.min_margin", "must be in [0, 2]")
+        _check(self.workers >= 0, "link.workers", "must be >= 0")
+
+
+SPLITS = ("train", "val", "test")  # the final splits, least to most held-out
+SPLIT_METHODS = ("folders", "image", "patient", "cvind")
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float = 0.7  # the SD-Turbo study's 70/20/10 (methods image and patient)
+    val: float = 0.2
+    test: float = 0.1
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    # folders: the dataset's own Training/Testing folders (+ val carved from Training); image: random by
+    # image (the SD-Turbo study's code); patient: grouped by patient, stratified by class; cvind: the
+    # publisher's patient-wise fold `fold` is test (figshare's cvind.mat)
+    method: Literal["folders", "image", "patient", "cvind"] = "folders"
+    val_fraction: float = 0.0  # folders, cvind: share of the non-test images carved out as val (by patient)
+    fractions: SplitFractions = field(default_factory=SplitFractions)  # image, patient: shares of all images
+    seed: int = 42  # the SD-Turbo study's code: 42
+    fold: int = 1  # cvind: the publisher's fold used as test (1-based, as cvind.mat numbers them)
+
+    def __post_init__(self):
+        _check(0 <= self.val_fraction < 1, "split.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        f = self.fractions
+        for name in SPLITS:
+            _check(0 <= getattr(f, name) <= 1, f"split.fractions.{name}", f"must be in [0, 1], got {getattr(f, name)}")
+        total = f.train + f.val + f.test
+        _check(abs(total - 1) < 1e-6, "split.fractions",
+               f"must sum to 1, got {f.train} + {f.val} + {f.test} = {total:g}")
+        _check(f.train > 0 and f.test > 0, "split.fractions", "train and test must be > 0")
+        _check(self.seed >= 0, "split.seed", "must be >= 0")
+        _check(self.fold >= 1, "split.fold", f"must be >= 1 (cvind.mat numbers its folds from 1), got {self.fold}")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "demo": DemoParams,
     "ingest": IngestParams,
     "audit": AuditParams,
     "dedup": DedupParams,
+    "link": LinkParams,
+    "split": SplitParams,
     "preprocess": PreprocessParams,
 }
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
+import shutil
 import tempfile
 import urllib.request
 import warnings
@@ -270,6 +272,112 @@ def fetch_one(entry: WeightsFile, dest_dir: str | os.PathLike = DEFAULT_DIR, tim
             what = f"is not {entry.sha256}" if entry.pinned else f"does not start with {entry.sha256}"
             raise WeightsError(f"{entry.url}: downloaded sha256 {digest} {what} ({entry.name}); nothing was written")
     return check(dest, entry).record() | {"name": entry.name, "status": "downloaded"}
+
+
+# ---- diffusers folders from the model hub (SD-Turbo) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubFolder:
+    """A diffusers model folder fetched at a pinned revision; files whose digest is not pinned here are
+    recorded in the folder's `sha256.json` when first fetched, and checked against it after."""
+
+    name: str  # as `synthmri weights fetch <name>` takes it
+    dir: str  # folder under models/pretrained/
+    repo: str  # model-hub repository
+    revision: str  # pinned commit
+    patterns: tuple[str, ...]  # the files fetched (the fp32 safetensors; no pickled .bin, no fp16 variant)
+    sha256: dict[str, str]  # relative path -> published full sha256, where known
+    used_by: str
+
+
+DIGESTS_FILE = "sha256.json"
+HUB_FOLDERS: dict[str, HubFolder] = {f.name: f for f in (
+    # SD-Turbo as the SD-Turbo study used it (docs/studies.md); revision: the repository head when last seen.
+    HubFolder("sd-turbo", "sd-turbo", "stabilityai/sd-turbo", "b261bac6fd2cf515557d5d0707481eafa0485ec2",
+              ("model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json",
+               "text_encoder/model.safetensors", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+               "vae/config.json", "vae/diffusion_pytorch_model.safetensors"),
+              {"unet/diffusion_pytorch_model.safetensors":
+               "438da6db739c8651ec4152341b8133d6896db452ea27afdb6b9b0344f0c40532"},
+              "train_generator_shared (generator.kind: sd_turbo)"),
+)}
+_FOLDER_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != DIGESTS_FILE
+                  and not p.relative_to(folder).as_posix().startswith("."))
+
+
+def check_folder(name: str, folder: str | os.PathLike) -> dict[str, Any]:
+    """Every file of hub folder `name` at `folder`, its digest checked against the pinned one or the one
+    recorded at fetch; MissingWeightsError (one line, naming the fetch command) when the folder is absent."""
+    entry = HUB_FOLDERS[name]
+    folder = Path(folder)
+    if not all((folder / part).is_dir() for part in _FOLDER_PARTS):
+        raise MissingWeightsError(
+            f"pretrained weights not found: {folder.as_posix()} (diffusers folders {', '.join(_FOLDER_PARTS)}); run "
+            f"`{FETCH_COMMAND} {name}` on a machine with internet (it writes {(DEFAULT_DIR / entry.dir).as_posix()}), "
+            f"or `dvc pull` where the team has pushed it. Nothing is downloaded at run time.")
+    recorded = json.loads((folder / DIGESTS_FILE).read_text()) if (folder / DIGESTS_FILE).is_file() else {}
+    found = {p.relative_to(folder).as_posix(): sha256_of(p) for p in _folder_files(folder)}
+    verified: dict[str, Verified] = {}
+    for rel, digest in found.items():
+        expected, how = (entry.sha256[rel], "sha256") if rel in entry.sha256 else (recorded.get(rel), "none")
+        if expected is not None and digest != expected:
+            whose = "published" if how == "sha256" else f"recorded in {DIGESTS_FILE} at fetch"
+            raise WeightsError(f"{(folder / rel).as_posix()}: sha256 {digest} is not the {whose} {expected}; the file "
+                               f"is corrupt or not the published one: delete {folder.as_posix()} and run "
+                               f"`{FETCH_COMMAND} {name}` again")
+        verified[rel] = how
+    absent = sorted(set(entry.sha256) - set(found))
+    if absent:
+        raise MissingWeightsError(f"{folder.as_posix()}: missing {absent}; run `{FETCH_COMMAND} {name}` again")
+    record = {"path": folder.as_posix(), "registry": name, "revision": entry.revision,
+              "files": {rel: {"sha256": d, "verified": verified[rel]} for rel, d in found.items()}}
+    return {"sha256": found, "record": record}
+
+
+def _hub_download(entry: HubFolder, local_dir: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(repo_id=entry.repo, revision=entry.revision, allow_patterns=list(entry.patterns),
+                      local_dir=str(local_dir))
+
+
+def fetch_folder(name: str, dest_dir: str | os.PathLike = DEFAULT_DIR, download=_hub_download) -> list[dict[str, Any]]:
+    """Download hub folder `name` at its pinned revision into `dest_dir/<dir>`, check the pinned digests,
+    record every file's digest in its sha256.json. A folder already there is checked, not overwritten."""
+    entry = HUB_FOLDERS[name]
+    target = Path(dest_dir) / entry.dir
+    if target.is_dir():
+        checked = check_folder(name, target)
+        status = "present"
+    else:
+        partial = target.with_name(f".{entry.dir}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            download(entry, partial)
+        except Exception as e:  # noqa: BLE001 - the network or the hub: one line, nothing left behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise FetchError(f"downloading {name} ({entry.repo} at {entry.revision[:12]}) failed ({type(e).__name__}: "
+                             f"{e}); nothing was written. Check the connection") from None
+        shutil.rmtree(partial / ".cache", ignore_errors=True)  # the hub client's bookkeeping
+        digests = {p.relative_to(partial).as_posix(): sha256_of(p) for p in _folder_files(partial)}
+        wrong = {rel: d for rel, d in digests.items() if rel in entry.sha256 and d != entry.sha256[rel]}
+        absent = sorted(set(entry.sha256) - set(digests))
+        if wrong or absent:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise WeightsError(f"{name}: downloaded files {sorted(wrong)} have the wrong sha256 and {absent} are "
+                               f"missing; nothing was written")
+        (partial / DIGESTS_FILE).write_text(json.dumps(digests, indent=2, sort_keys=True) + "\n")
+        partial.rename(target)
+        checked = check_folder(name, target)
+        status = "downloaded"
+    return [{"name": name, "status": status, "path": (target / rel).as_posix(), **info}
+            for rel, info in checked["record"]["files"].items()]
 
 
 # ---- random Inception weights (demo profile and tests) ---------------------------------------------

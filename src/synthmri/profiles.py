@@ -60,7 +60,7 @@ def write_params(overrides: list[str], out: Path, conf_dir: Path = Path("conf"))
 
 
 # every top-level key a params.yaml may hold; a stage's loader refuses unknown keys inside its section
-TOP_LEVEL = ("profile_name", *P.SECTIONS, "generator", "generate", "fidelity", "ratio", "classify")
+TOP_LEVEL = ("profile_name", *P.SECTIONS, "task", "generator", "generate", "fidelity", "ratio", "classify")
 
 
 def validate(data: dict[str, Any]) -> None:
@@ -68,6 +68,7 @@ def validate(data: dict[str, Any]) -> None:
     from synthmri.classify.config import load_classify, load_ratio
     from synthmri.fidelity.config import load_fidelity
     from synthmri.generative.config import load_generate, load_generator
+    from synthmri.tasks import load_task
 
     unknown = sorted(set(data) - set(TOP_LEVEL))
     if unknown:
@@ -76,6 +77,7 @@ def validate(data: dict[str, Any]) -> None:
         raise P.ParamsError(f"unknown top-level key(s) {unknown}; {hint}known: {', '.join(TOP_LEVEL)}")
     for section in P.SECTIONS:
         P.load(section, data=data)
+    load_task(data)  # checked against data.classes
     load_generator(data.get("generator"))
     load_generate(data.get("generate"))
     load_classify(data.get("classify"))

@@ -45,6 +45,13 @@ PAPER_TABLE6 = {  # initial precision, recall; fine-tuned precision, recall
 PAPER_ACCURACY = {  # mean accuracy where the paper's text states one (§6.2.1, §6.2.2)
     "baseline": 0.93, "s1_balance": 0.91, "s4_600": 0.93, "s5_finetune": 0.93, "s6_synthetic": 0.78,
 }
+# The other studies' headline numbers (docs/studies.md), each labelled as that study's, never the paper's:
+# profile -> [(scenario, what the study reports, its value, our metric key)]
+STUDY_NUMBERS = {
+    "dcgan_tumour_normal": ("the DCGAN tumour-vs-normal study (README)",
+                            [("tsvr", "ResNet accuracy, trained on DCGAN images, tested on real", 0.7219, "accuracy")]),
+    "dcgan_64": ("the 64x64 DCGAN study", []),  # no quantitative result: loss curves and samples only
+}
 # §6.2.2's class-wise figures, as the text gives them: (scenarios, class, metric, value, the text's wording).
 # Several scenarios: the text does not say at which amount; our value is shown for each.
 PAPER_CLASSWISE = [
@@ -144,7 +151,7 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     paired = {}
     if BASELINE in preds:
         for name, p in preds.items():
-            if name != BASELINE:
+            if name != BASELINE and metrics.get(name, {}).get("test_set", "real") == "real":  # same test images only
                 paired[name] = paired_vs_baseline(p, preds[BASELINE])
     paired = {n: paired[n] for n in metrics if n in paired}
     fidelity = _read(fidelity_json)
@@ -191,7 +198,10 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
     # 2. fidelity (paper §5.1.3, §6.1)
     lines += ["## 2. Fidelity of the generated images (paper §6.1)", ""] + _demote(_fidelity_tables(fidelity))
     if synthetic_dir and Path(synthetic_dir).is_dir():
-        figure("samples", RF.fig_samples(Path(synthetic_dir), classes or list(PAPER_FID)),
+        rows = classes or list(PAPER_FID)
+        if not all((Path(synthetic_dir) / c).is_dir() for c in rows):  # a task's per-source generators: their folders
+            rows = sorted(d.name for d in Path(synthetic_dir).iterdir() if d.is_dir())
+        figure("samples", RF.fig_samples(Path(synthetic_dir), rows),
                "Generated images, the first six of each class's generator (paper's Figure 10)")
     lines += _memorisation_table(fidelity)
     mem_plots = Path(plots_dir) / "fidelity" if plots_dir else None
@@ -200,6 +210,7 @@ def write_report(metrics_dir: Path, predictions_dir: Path, out_dir: Path, cfg: C
 
     # 3. classification (paper §6.2)
     lines += ["## 3. Classification (paper §6.2)", ""]
+    lines += _study_table(metrics, profile)
     lines += _demote(_table5(metrics.get(BASELINE)) + _scenario_table(metrics, paired) + _classwise_table(metrics)
                      + _table6(metrics))
     figs = RF.render(metrics, _figure_refs(), len(classes) or len(PAPER_FID))
@@ -533,6 +544,23 @@ def _stats_lines(metrics: dict[str, dict], paired: dict[str, dict], ratio: dict 
         out.append(f"| {name} | {delta} | {seeds or '—'} | {pt['seeds_p_below_0_05']}/{pt['seeds']} |")
     if not rows:
         out.append("| (no baseline predictions to pair with) | — | — | — |")
+    return out + [""]
+
+
+def _study_table(metrics: dict[str, dict], profile: str) -> list[str]:
+    """The headline numbers of the study a profile runs (STUDY_NUMBERS), beside ours, labelled as that study's."""
+    key = next((k for k in STUDY_NUMBERS if profile == k or profile.startswith(f"{k}_")), None)
+    if key is None:
+        return []
+    who, rows = STUDY_NUMBERS[key]
+    out = [f"## Beside {who}", ""]
+    if not rows:
+        return out + [f"{who[0].upper()}{who[1:]} reports no number to compare with (its loss curves and sample "
+                      "grids: `dvc plots show`).", ""]
+    out += ["| scenario | what | ours | " + who + " |", "|---|---|---|---|"]
+    for scen, what, value, metric in rows:
+        m = metrics.get(scen)
+        out.append(f"| {scen} | {what} | {_pm(m, metric) if m else '(not run)'} | {value:.4g} |")
     return out + [""]
 
 

@@ -195,7 +195,9 @@ def print_summary(metrics_dir: Path, params: dict[str, Any]) -> None:
         console.print("[bold yellow]Compare with nothing: these numbers show the stages run, not the paper's "
                       "results.[/]", highlight=False)
     console.print(table)
-    line = story({k: v for k, v in scenarios.items() if k != "ratio"}, len(params.get("data", {}).get("classes") or CLASSES))
+    task_map = (params.get("task") or {}).get("map") or {}  # a task's target classes set the chance level
+    n_classes = len(set(task_map.values())) if task_map else len(params.get("data", {}).get("classes") or CLASSES)
+    line = story({k: v for k, v in scenarios.items() if k != "ratio"}, n_classes)
     if line:
         console.print(("DEMO: " if demo else "") + line, highlight=False)
     for reason in reasons:  # one line each: why a number compares with nothing

@@ -14,6 +14,7 @@ from typing import Any
 from synthmri import params as P
 from synthmri.classify.config import load_classify, load_ratio, ratio_scenario
 from synthmri.io import read_table, write_json, write_table
+from synthmri.tasks import load_task
 
 PREDICTIONS = "predictions.csv"
 
@@ -23,8 +24,10 @@ def _setup(params_path: Path, processed_manifest: Path, synthetic_dir: Path | No
 
     raw = P.read_params(params_path)
     cfg = load_classify(raw.get("classify"))
-    classes = P.load("data", data=raw).classes
-    images = load_images(processed_manifest, synthetic_dir, classes, cfg.train.image_size)
+    task = load_task(raw)  # the task's (mapped) classes, as the processed manifest holds them
+    classes = task.classes
+    images = load_images(processed_manifest, synthetic_dir, classes, cfg.train.image_size,
+                         folders=task.synthetic_folders())
     return raw, cfg, classes, images
 
 

@@ -13,6 +13,10 @@ Amounts (the scenario vocabulary), per class or one value for every class:
                e.g. "R66:S33" adds 401 to 802 real) | "fill" (up to the largest real class of the mix)
 A mapping names classes explicitly; a class it does not name gets 0. With `draw: pooled` the real
 amount counts all classes together (one scalar: N | "all" | "x<f>").
+
+Protocols (README, "Protocols"): train-on-synthetic / validate-on-real is `{real: 0, synthetic: all}`
+(the paper's S6; model selection on the real val split); train-on-real / test-on-synthetic is
+`{test: synthetic}`: the real training images, tested on every generated image.
 """
 
 from __future__ import annotations
@@ -103,6 +107,9 @@ class ScenarioParams:
     group: str = ""  # report: which table/figure the entry belongs to (e.g. S2)
     label: str = ""  # report: the entry's label there (e.g. R90:S10)
     note: str = ""  # where it follows the paper's text or its code
+    # the test set: real (the real Testing split) | synthetic (every generated image: train-on-real /
+    # test-on-synthetic, a fidelity signal beside FID; the training set may then hold no synthetic image)
+    test: Literal["real", "synthetic"] = "real"
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,16 @@ def _build_mix(cls: type, raw: Any, where: str):
         _check(len(set(obj.seeds)) == len(obj.seeds), f"{where}.seeds", "must not repeat a seed")
         _check(all(isinstance(s, int) and s >= 0 for s in obj.seeds), f"{where}.seeds", "must be integers >= 0")
         _check_seed(obj.draw_seed, f"{where}.draw_seed", train_ok=True)
+        if obj.test == "synthetic":  # the images tested on must never train
+            for key, mix in (("synthetic", amounts.get("synthetic", obj.synthetic)),
+                             ("finetune.synthetic", extra["finetune"].synthetic if "finetune" in extra else 0)):
+                _check(not _any_synthetic(mix), f"{where}.{key}",
+                       f"must be 0 with test: synthetic (the synthetic images are the test set), got {mix!r}")
     return _replace(obj, extra)
+
+
+def _any_synthetic(amount: Any) -> bool:
+    return any(v != 0 for v in amount.values()) if isinstance(amount, dict) else amount != 0
 
 
 def _replace(obj, extra: dict[str, Any]):

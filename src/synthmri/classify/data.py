@@ -1,7 +1,7 @@
 """The classification images, decoded once and held in memory as uint8; batches are built on the device.
 
-Every image a stage may train or test on (kept Training, kept Testing, synthetic) is decoded once, in
-parallel, into one (N, S, S) uint8 tensor; a scenario is a list of row indices into it. Normalisation,
+Every image a stage may train, validate or test on (kept Training, kept val, kept Testing, synthetic) is
+decoded once, in parallel, into one (N, S, S) uint8 tensor; a scenario is a list of row indices into it. Normalisation,
 augmentation and the 1 -> 3 channel repeat happen per batch on the device.
 """
 
@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 
 from synthmri.classify.mixtures import LeakageError, Pools, assert_no_leakage, read_real, read_synthetic
 from synthmri.images import ImageError, read_gray
-from synthmri.io import parallel_map
+from synthmri.io import parallel_map, read_table
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,6 +29,7 @@ NORM_NO_MEAN = "imagenet_no_mean"  # x/255 / std: the paper's slip (below), same
 NORM_UNIT = "unit"  # x/255
 NORMALIZATIONS = (NORM_IMAGENET, NORM_NO_MEAN, NORM_UNIT)
 COPY_REASON = "duplicates a test image"
+VAL = "val"  # the split stage's validation split: for model selection (early stopping), never trained on
 
 
 @dataclass
@@ -39,6 +41,10 @@ class ImageSet:
     keys: dict[str, frozenset[str]]  # content keys: pixel hash and, for real images, the source sha256
     pools: Pools  # Training copies of test images left out (classify.drop_test_copies: true)
     pools_keeping_copies: Pools | None = None  # the same with those copies kept and listed (false)
+    # kept val images (path, class), decoded like the others; a val image that copies a test image is
+    # left out (listed in val_excluded): choosing a model on it would be choosing on the test set
+    val: list[tuple[str, str]] = field(default_factory=list)
+    val_excluded: list[dict] = field(default_factory=list)
 
     def pools_for(self, drop_test_copies: bool) -> Pools:
         """The pools a scenario draws from under `classify.drop_test_copies`."""
@@ -69,26 +75,27 @@ def _decode(job: tuple[str, int]) -> tuple[np.ndarray, str]:
 
 
 def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes: Sequence[str], size: int,
-                workers: int | None = None) -> ImageSet:
+                workers: int | None = None, folders: dict[str, Sequence[str]] | None = None) -> ImageSet:
     """Decode the kept processed images and the synthetic images; find training rows that copy a test image.
 
     A kept Training row whose source file (sha256) or decoded pixels equal a Testing image's is left
     out of `pools` with a reason (`pools.excluded`), so no scenario can draw it (paper §4.1). The paper's
     code never compared Training with Testing (docs/paper_as_coded.md), so `pools_keeping_copies` holds them in
     their place, listed in `kept_test_copies`, for `classify.drop_test_copies: false`. A synthetic image
-    identical to a test image is left out of both.
+    identical to a test image is left out of both. The kept val rows (`ImageSet.val`) no scenario draws from.
     """
     train, test = read_real(manifest, classes)
-    synthetic = read_synthetic(synthetic_dir, classes)
+    val = read_val(manifest)
+    synthetic = read_synthetic(synthetic_dir, classes, folders)  # folders: a task's pooled generators
     syn_paths = [p for c in classes for p in synthetic[c]]
-    real_paths = list(train["out_path"]) + list(test["out_path"])
+    real_paths = list(train["out_path"]) + list(test["out_path"]) + list(val["out_path"])
     paths = real_paths + syn_paths
     if len(set(paths)) != len(paths):
         raise ValueError("the same image path appears twice among the processed and synthetic images")
     decoded = parallel_map(_decode, [(p, size) for p in paths], desc="decode", workers=workers)
     pixels = torch.from_numpy(np.stack([img for img, _ in decoded])) if decoded else torch.zeros((0, size, size), torch.uint8)
     keys: dict[str, frozenset[str]] = {}
-    sha = dict(zip(real_paths, list(train["sha256"]) + list(test["sha256"])))
+    sha = dict(zip(real_paths, list(train["sha256"]) + list(test["sha256"]) + list(val["sha256"])))
     for p, (_, digest) in zip(paths, decoded):
         keys[p] = frozenset({f"px:{digest}"} | ({f"sha:{sha[p]}"} if p in sha and sha[p] else set()))
 
@@ -114,7 +121,20 @@ def load_images(manifest: str | Path, synthetic_dir: str | Path | None, classes:
                   excluded=copies + syn_excluded)
     keeping = replace(pools, real=real_with_copies, excluded=syn_excluded,
                       kept_test_copies=frozenset(e["path"] for e in copies))
-    return ImageSet(pixels=pixels, paths=paths, keys=keys, pools=pools, pools_keeping_copies=keeping)
+    val_pool, val_excluded = [], []
+    for p, c in zip(val["out_path"], val["class"]):
+        if keys[p] & test_keys:
+            val_excluded.append({"path": p, "class": c, "reason": COPY_REASON})
+        else:
+            val_pool.append((p, c))
+    return ImageSet(pixels=pixels, paths=paths, keys=keys, pools=pools, pools_keeping_copies=keeping,
+                    val=val_pool, val_excluded=val_excluded)
+
+
+def read_val(manifest: str | Path) -> pd.DataFrame:
+    """Kept val rows of the processed manifest, sorted by out_path (none before the split stage made a val)."""
+    df = read_table(manifest)
+    return df[(df["status"] == "kept") & (df["split"] == VAL)].sort_values("out_path", kind="stable").reset_index(drop=True)
 
 
 def check_plan(images: ImageSet, plan, pools: Pools | None = None) -> int:
@@ -126,6 +146,9 @@ def check_plan(images: ImageSet, plan, pools: Pools | None = None) -> int:
     pools = images.pools if pools is None else pools
     if any(src not in ("real", "synthetic") for _, _, src in plan.rows):
         raise LeakageError("a training row of unknown source")
+    val_paths = {p for p, _ in images.val} | {e["path"] for e in images.val_excluded}
+    if any(p in val_paths for p, _, _ in plan.rows):
+        raise LeakageError("a val image in a training set: val is held out for model selection")
     test_paths = {p for p, _ in pools.test}
     return assert_no_leakage(plan, pools, train_keys=images.keys, test_keys={p: images.keys[p] for p in test_paths})
 

@@ -75,8 +75,12 @@ def read_real(manifest: str | Path, classes: Sequence[str]) -> tuple[pd.DataFram
     return train, test
 
 
-def read_synthetic(synthetic_dir: str | Path | None, classes: Sequence[str]) -> dict[str, list[str]]:
-    """Synthetic paths per class in generation order: `<dir>/<class>/manifest.csv` if present, else sorted files."""
+def read_synthetic(synthetic_dir: str | Path | None, classes: Sequence[str],
+                   folders: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Synthetic paths per class in generation order: `<dir>/<folder>/manifest.csv` if present, else sorted files.
+
+    `folders`: class -> the generator folders pooled into it (a task's per-source generators,
+    `Task.synthetic_folders`); default one folder per class, named by it."""
     out: dict[str, list[str]] = {c: [] for c in classes}
     if synthetic_dir is None:
         return out
@@ -84,19 +88,20 @@ def read_synthetic(synthetic_dir: str | Path | None, classes: Sequence[str]) -> 
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"synthetic images: {root} is not a folder")
     for c in classes:
-        folder = root / c
-        manifest = folder / "manifest.csv"
-        if manifest.is_file():
-            table = read_table(manifest)
-            if "path" not in table.columns:
-                raise ValueError(f"{manifest}: no 'path' column")
-            bad = sorted(set(table["class"]) - {c}) if "class" in table.columns else []
-            if bad:
-                raise ValueError(f"{manifest}: rows of class(es) {bad} in the {c!r} folder")
-            order = table.sort_values("index", kind="stable") if "index" in table.columns else table
-            out[c] = [str(p) for p in order["path"]]
-        elif folder.is_dir():
-            out[c] = sorted(p.as_posix() for p in folder.iterdir() if p.suffix.lower() in SYNTHETIC_EXT)
+        for name in (folders or {}).get(c, (c,)):
+            folder = root / name
+            manifest = folder / "manifest.csv"
+            if manifest.is_file():
+                table = read_table(manifest)
+                if "path" not in table.columns:
+                    raise ValueError(f"{manifest}: no 'path' column")
+                bad = sorted(set(table["class"]) - {c}) if "class" in table.columns else []
+                if bad:
+                    raise ValueError(f"{manifest}: rows of class(es) {bad} in a folder of class {c!r}")
+                order = table.sort_values("index", kind="stable") if "index" in table.columns else table
+                out[c] += [str(p) for p in order["path"]]
+            elif folder.is_dir():
+                out[c] += sorted(p.as_posix() for p in folder.iterdir() if p.suffix.lower() in SYNTHETIC_EXT)
     return out
 
 

@@ -63,8 +63,9 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
     device = resolve_device(cfg.train.device)
     data = DeviceData.create(images, device, normalize=NORM_NO_MEAN if cfg.paper_as_coded else NORM_IMAGENET,
                              augment=cfg.train.augment)
-    test_paths = [p for p, _ in images.pools.test]
-    test_cls = [c for _, c in images.pools.test]
+    test_set = _test_set(name, scen, images, classes)
+    test_paths = [p for p, _ in test_set]
+    test_cls = [c for _, c in test_set]
     test_idx = images.index(test_paths)
 
     runs: dict[str, list[dict]] = {}
@@ -115,7 +116,7 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
         "arch": cfg.model.arch, "pretrained": cfg.model.pretrained, "paper_as_coded": cfg.paper_as_coded,
         # what was loaded: path, full sha256, bytes, and how far it is verified (pretrained.Checked)
         "weights": pretrained.check(weights_path(cfg.model)).record() if cfg.model.pretrained else None,
-        "device": str(device), "seeds": list(plans), "test_images": len(test_paths),
+        "device": str(device), "seeds": list(plans), "test_set": scen.test, "test_images": len(test_paths),
         "train_counts": first_plan.counts, "train_images": first_plan.size,
         "excluded_from_pools": dict(Counter(e["reason"] for e in images.pools_for(cfg.drop_test_copies).excluded)),
         "test_copies": leaked_copies_metrics(cfg, images, copies),
@@ -144,6 +145,18 @@ def run_scenario(name: str, scen: ScenarioParams, cfg: ClassifyParams, images: I
     metrics["train_images_per_s"] = round(images_seen / seconds, 2) if seconds else 0.0
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return metrics, preds
+
+
+def _test_set(name: str, scen: ScenarioParams, images: ImageSet, classes: Sequence[str]) -> list[tuple[str, str]]:
+    """(path, class) tested on: the real Testing split, or with `test: synthetic` every generated image
+    (config refuses synthetic training images then, so none of them trained)."""
+    if scen.test == "real":
+        return list(images.pools.test)
+    rows = [(p, c) for c in classes for p in images.pools.synthetic.get(c, ())]
+    empty = [c for c in classes if not images.pools.synthetic.get(c)]
+    if empty:
+        raise ValueError(f"classify.scenarios.{name}: test: synthetic, but no generated images of class(es) {empty}")
+    return rows
 
 
 def leaked_copies_metrics(cfg: ClassifyParams, images: ImageSet, copies: dict[int, tuple[int, int | None]]) -> dict:

@@ -82,9 +82,9 @@ def _check_manifest(df: pd.DataFrame, classes: tuple[str, ...], where: Path) -> 
     unknown = sorted(set(df["class"]) - set(classes))
     if unknown:
         raise ValueError(f"{where}: class(es) {unknown} are not in data.classes {list(classes)}")
-    bad_split = sorted(set(df["split"]) - set(SPLITS))
+    bad_split = sorted(set(df["split"]) - set(SPLITS) - {""})  # "": not split yet (the figshare release)
     if bad_split:
-        raise ValueError(f"{where}: split(s) {bad_split} unknown; expected {list(SPLITS)}")
+        raise ValueError(f"{where}: split(s) {bad_split} unknown; expected {list(SPLITS)} or empty")
     return df
 
 

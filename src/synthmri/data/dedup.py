@@ -38,6 +38,7 @@ from synthmri.params import DedupParams, workers
 
 REQUIRED_COLUMNS = ("split", "class", "relpath", "path", "sha256", "width", "height")
 SPLITS = ("train", "test")
+UNSPLIT = "unsplit"  # the metrics' key for rows with an empty split
 REASON_WITHIN = "duplicate within split"
 REASON_CROSS = "duplicate of a Testing image"
 KEEP, REMOVED = "keep", "removed"
@@ -103,9 +104,9 @@ def _check_manifest(df: pd.DataFrame, manifest: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{manifest}: missing column(s) {missing}; expected the audit stage's manifest")
-    bad = sorted(set(df["split"].astype(str)) - set(SPLITS))
+    bad = sorted(set(df["split"].astype(str)) - set(SPLITS) - {""})  # "": not split yet (the figshare release)
     if bad:
-        raise ValueError(f"{manifest}: column 'split' must be train or test, found {bad}")
+        raise ValueError(f"{manifest}: column 'split' must be train, test or empty, found {bad}")
     for col in ("width", "height"):
         if len(df) and not pd.api.types.is_integer_dtype(df[col]):
             raise ValueError(f"{manifest}: column {col!r} must hold integer pixel counts")
@@ -171,7 +172,7 @@ def decide(splits: np.ndarray, relpath: np.ndarray, rank: np.ndarray, res: Engin
 
     same_split = splits[edges.i] == splits[edges.j]
     within = _components(n, edges, same_split)
-    within_groups = {s: 0 for s in SPLITS}
+    within_groups = {s: 0 for s in (*SPLITS, "")}
     for members in _members(within):
         within_groups[splits[members[0]]] += 1
         free = members[~leaked[members]]
@@ -271,6 +272,8 @@ def _label_conflicts(d: Decisions, df: pd.DataFrame) -> dict:
 
 def _metrics(cfg, crit, df, splits, d, decided, results) -> dict:
     per_split = {s: _split_counts(d, splits, s) for s in SPLITS}
+    if (splits == "").any():  # rows not split yet (the figshare release): one group of their own
+        per_split[UNSPLIT] = _split_counts(d, splits, "")
     engines = {name: _engine_summary(dec, splits, results[name], cfg.cross_split) for name, dec in decided.items()}
     if len(decided) == 2:
         engines["agreement"] = _agreement(decided["fast"], decided["difpy"])
@@ -281,9 +284,9 @@ def _metrics(cfg, crit, df, splits, d, decided, results) -> dict:
         "cross_split": _cross_counts(d, splits, cfg.cross_split),
         "total": {
             "images": len(df),
-            "images_with_duplicates": sum(per_split[s]["images_with_duplicates"] for s in SPLITS),
-            "removed": sum(per_split[s]["removed"] for s in SPLITS),
-            "kept": sum(per_split[s]["kept"] for s in SPLITS),
+            "images_with_duplicates": sum(v["images_with_duplicates"] for v in per_split.values()),
+            "removed": sum(v["removed"] for v in per_split.values()),
+            "kept": sum(v["kept"] for v in per_split.values()),
         },
         "label_conflicts": _label_conflicts(d, df),
         "engines": engines,

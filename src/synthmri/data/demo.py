@@ -335,18 +335,38 @@ _PAINTERS: dict[str, Callable[[_Canvas, np.random.Generator, str], np.ndarray] |
 }
 
 
-def _render(rng: np.random.Generator, cls: str, plane: str, w: int, h: int) -> np.ndarray:
-    """One uint8 (h, w) slice of class `cls`."""
-    pos = _slice_position(rng, cls, plane, _volume())
+def render_slice(
+    rng: np.random.Generator, cls: str, plane: str, w: int, h: int, pos: int | None = None,
+    noise: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (h, w) slice of class `cls` as float intensities (~[0, 1]) and its lesion weight map (1 = tumour,
+    all 0 for notumor). `pos`: the slice index along the plane's axis; None draws it (the Kaggle demo). The
+    figshare demo passes neighbouring positions with one `rng` seed, so a patient's slices share head and
+    lesion, and its own `noise` generator per slice (None: noise from `rng`)."""
+    if pos is None:
+        pos = _slice_position(rng, cls, plane, _volume())
     c = _head(rng, plane, pos, w, h)
+    mask = np.zeros((h, w), np.float32)
     if _PAINTERS[cls] is not None:
-        _PAINTERS[cls](c, rng, plane)
+        mask = _PAINTERS[cls](c, rng, plane)
     img = c.img
     img *= np.exp(rng.uniform(0.05, 0.25) * _field(rng, h, w, 3))  # coil bias field
     # Scanner/windowing differences, independent of the class: gain, offset, gamma.
     img = np.clip(img * rng.uniform(0.6, 1.15) + rng.uniform(0, 0.05), 0, None) ** rng.uniform(0.75, 1.35)
     sigma = rng.uniform(0.01, 0.04)  # Rician noise: magnitude of a complex signal with Gaussian noise
-    img = np.hypot(img + sigma * rng.standard_normal((h, w)), sigma * rng.standard_normal((h, w)))
+    noise = rng if noise is None else noise
+    img = np.hypot(img + sigma * noise.standard_normal((h, w)), sigma * noise.standard_normal((h, w)))
+    return img, mask
+
+
+def slice_position(rng: np.random.Generator, cls: str, plane: str) -> int:
+    """Where a slice of `cls` in `plane` is cut (the draw `render_slice` makes when not given one)."""
+    return _slice_position(rng, cls, plane, _volume())
+
+
+def _render(rng: np.random.Generator, cls: str, plane: str, w: int, h: int) -> np.ndarray:
+    """One uint8 (h, w) slice of class `cls`."""
+    img, _ = render_slice(rng, cls, plane, w, h)
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
@@ -500,6 +520,12 @@ def _check_classes(classes: tuple[str, ...]) -> None:
         )
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """A demo writer replaces `out_dir` only if it is absent, empty, or an earlier demo dataset (either format)."""
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / TRUTH_FILE).is_file())):
+        raise ValueError(f"{out_dir} exists and is not a demo dataset (no {TRUTH_FILE}); refusing to overwrite it")
+
+
 def make_demo_dataset(out_dir: Path, cfg: DemoParams, classes: tuple[str, ...]) -> dict:
     """Write the demo dataset to `out_dir` (Training/<class>/, Testing/<class>/, demo_truth.csv).
 
@@ -508,8 +534,7 @@ def make_demo_dataset(out_dir: Path, cfg: DemoParams, classes: tuple[str, ...]) 
     """
     _check_classes(classes)
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / TRUTH_FILE).is_file())):
-        raise ValueError(f"{out_dir} exists and is not a demo dataset (no {TRUTH_FILE}); refusing to overwrite it")
+    check_replaceable(out_dir)
 
     train, test = {}, {}
     with progress() as bar:

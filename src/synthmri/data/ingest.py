@@ -1,5 +1,9 @@
 """Ingest: inventory a Kaggle-layout dataset (a folder, or a .zip of one) into two tables.
 
+Layouts: `<split>/<class>/` (Kaggle's Training/Testing, or Train/Test) or `<class>/` with no split level,
+whose rows get an empty split for the split stage to assign; class folders may carry other names
+(`data.class_names`, e.g. {yes: tumor}). A source matching neither stops with what was found there.
+
 Every file found under Training/ and Testing/ lands in exactly one of `manifest.csv` (a usable image,
 decoded once here) or `quarantine.csv` (with the reason); files outside those folders are counted and
 named. That is checked against a second, independent listing of the source (`os.walk`) before anything
@@ -34,8 +38,10 @@ from synthmri.io import manifest_path, parallel_map, write_table
 from synthmri.params import IngestParams
 from synthmri.params import workers as n_workers
 
+# patient, fold, mask: known for the figshare release (data.format: figshare), empty for the Kaggle layout
 MANIFEST_COLUMNS = (
     "split", "class", "relpath", "path", "format", "mode", "width", "height", "frames", "bytes", "sha256",
+    "patient", "fold", "mask",
 )
 QUARANTINE_COLUMNS = ("split", "class", "relpath", "path", "reason")
 OUTSIDE_COLUMNS = ("name",)
@@ -54,6 +60,8 @@ BAD_NAME = "file name is not valid UTF-8"
 _SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin", "system volume information"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _LAYOUT = "Training/<class>/ and Testing/<class>/"
+_CLASS_LAYOUT = "<class>/ with no split level"
+_SPLIT_NAMES = {**SPLITS, "Train": "train", "Test": "test"}  # folder -> split (any letter case)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class _Source:
 class Found:
     """One file found under a split folder."""
 
-    split: str  # train | test
+    split: str  # train | test; "" with no split level
     cls: str  # class folder, "" when the file is not in one
     relpath: str  # dataset-relative POSIX path, as on disk (no Unicode normalisation)
     path: Path  # where it is on disk (links inside the source are kept, not resolved)
@@ -78,8 +86,20 @@ class Found:
 # ---- entry point ------------------------------------------------------------------------------
 
 
-def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, ...]) -> dict[str, Any]:
-    """Inventory `source` into OUT_DIR/{manifest,quarantine,outside_layout}.csv; return the metrics."""
+def ingest(
+    source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, ...], fmt: str = "kaggle",
+    class_names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Inventory `source` into OUT_DIR/{manifest,quarantine,outside_layout}.csv; return the metrics.
+    `fmt` (data.format): kaggle, or figshare (the .mat release, `synthmri.data.ingest_figshare`).
+    `class_names`: class folder name -> class (`data.class_names`, e.g. {yes: tumor}); a folder named
+    after a class is that class."""
+    if fmt == "figshare":
+        from synthmri.data.ingest_figshare import ingest_figshare
+
+        return ingest_figshare(source, out_dir, cfg, classes)
+    if fmt != "kaggle":
+        raise ValueError(f"data.format: unknown format {fmt!r}; known: kaggle, figshare")
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise FileNotFoundError(f"source not found: {source} (expected a Kaggle-layout folder or a .zip of one)")
@@ -88,7 +108,7 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
         raise ValueError(f"source {source} lies inside {extracted}, which ingest replaces; copy it elsewhere first")
     _clean(out_dir)
 
-    metrics: dict[str, Any] = {"source": source.as_posix()}
+    metrics: dict[str, Any] = {"source": source.as_posix(), "format": "kaggle"}
     if source.is_dir():  # read in place, never copied
         top = source
         metrics["source_kind"] = "folder"
@@ -101,8 +121,9 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
 
     # an extracted zip holds no links (extract_zip refuses them): only a folder source can use the cache
     src = _Source(os.path.realpath(top), dvc_cache_dir(source) if metrics["source_kind"] == "folder" else None)
-    root, split_dirs = _layout(top, source, classes, src)
-    found = _scan_splits(split_dirs, classes, src, source)
+    names = _folder_classes(classes, class_names or {})
+    root, split_dirs = _layout(top, source, classes, src, names)
+    found = _scan_splits(split_dirs, classes, src, source, names)
     outside = _outside_layout(top, root, split_dirs, src)
 
     todo = [f for f in found if not f.reason]
@@ -118,7 +139,8 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
     for f in found:
         info = decoded.get(f.relpath, {"reason": f.reason})
         row = {"split": f.split, "class": f.cls, "relpath": _printable(f.relpath),
-               "path": _printable(manifest_path(f.path)), "raw_relpath": f.relpath}  # raw: not a column
+               "path": _printable(manifest_path(f.path)), "raw_relpath": f.relpath,  # raw: not a column
+               "patient": "", "fold": "", "mask": ""}  # the Kaggle layout knows none of them
         if "reason" in info:
             quarantined.append({**row, "reason": info["reason"]})
         else:
@@ -133,12 +155,13 @@ def ingest(source: Path, out_dir: Path, cfg: IngestParams, classes: tuple[str, .
     )
     write_table(pd.DataFrame({"name": outside}, columns=list(OUTSIDE_COLUMNS)), out_dir / "outside_layout.csv")
 
-    per_split_class = {s: {c: 0 for c in classes} for s in SPLITS.values()}
+    per_split_class = {s: {c: 0 for c in classes} for s in split_dirs}  # "": no split level (the split stage assigns)
     for r in images:
         per_split_class[r["split"]][r["class"]] += 1
     metrics.update(
         dataset_root="" if root == top else root.name,  # the one wrapping folder, if any
-        split_folders={split: d.name for split, d in split_dirs.items()},
+        layout=_LAYOUT if "" not in split_dirs else _CLASS_LAYOUT,
+        split_folders={split: d.name for split, d in split_dirs.items() if split},
         files=len(found),
         images=len(images),
         quarantined=len(quarantined),
@@ -163,6 +186,8 @@ def _clean(out_dir: Path) -> None:
                 p.unlink()
         elif p.name in ("manifest.csv", "quarantine.csv", "outside_layout.csv"):
             p.unlink()
+        elif p.name == "slices" and p.is_dir() and not p.is_symlink():  # a figshare ingest's decoded PNGs
+            shutil.rmtree(p)
 
 
 # ---- decoding (in worker processes) -----------------------------------------------------------
@@ -197,29 +222,49 @@ def _inspect(item: tuple[str, int, int]) -> dict[str, Any]:
 # ---- layout -----------------------------------------------------------------------------------
 
 
-def _layout(top: Path, source: Path, classes: tuple[str, ...], src: _Source) -> tuple[Path, dict[str, Path]]:
-    """The dataset root (top, or its one wrapping folder) and its split folders."""
-    root, splits = top, _split_dirs(top)
+def _folder_classes(classes: tuple[str, ...], class_names: dict[str, str]) -> dict[str, str]:
+    """Class folder name -> class: each class's own name, and `data.class_names`' aliases."""
+    return {**{c: c for c in classes}, **class_names}
+
+
+def _layout(top: Path, source: Path, classes: tuple[str, ...], src: _Source,
+            names: dict[str, str]) -> tuple[Path, dict[str, Path]]:
+    """The dataset root (top, or its one wrapping folder) and its split folders: {split: folder} for
+    `<split>/<class>/` (both splits), {"": root} for `<class>/` with no split level (the rows' split
+    stays empty: the split stage assigns it). Anything else stops, listing what was found."""
+    def match(root: Path) -> dict[str, Path] | None:
+        splits = _split_dirs(root)
+        if splits:
+            return splits if len(splits) == len(SPLITS) else None
+        dirs = [n for n in _listdir(root) if not _is_hidden(n) and _kind(root / n, src) == "dir"]
+        return {"": root} if dirs and all(n in names for n in dirs) else None
+
+    root, splits = top, match(top)
     wrappers = [top / n for n in _listdir(top) if not _is_hidden(n) and _kind(top / n, src) == "dir"]
-    if not splits and len(wrappers) == 1:  # e.g. brain-tumor-mri-dataset/Training/...
-        root, splits = wrappers[0], _split_dirs(wrappers[0])
-    if len(splits) == len(SPLITS):
+    if splits is None and not _split_dirs(top) and len(wrappers) == 1:  # e.g. brain-tumor-mri-dataset/Training/...
+        root, splits = wrappers[0], match(wrappers[0])
+    if splits is not None:
         return root, splits
     found = sorted(_printable(f"{n}/" if (root / n).is_dir() else n) for n in _listdir(root))
-    missing = [folder for folder, split in SPLITS.items() if split not in splits]
+    present = _split_dirs(root)
+    missing = f"missing {[f for f, s in SPLITS.items() if s not in present]}; " if present else ""
     where = "at the top" if root == top else f"in the wrapping folder {root.name}/"
+    aliases = {k: v for k, v in names.items() if k != v}
     raise ValueError(
-        f"{source}: expected the Kaggle layout {_LAYOUT} with classes {list(classes)} "
-        f"(split folder names match case-insensitively; one wrapping folder is allowed); "
-        f"missing {missing}; found {where}: {found or 'nothing'}"
+        f"{source}: expected the Kaggle layout {_LAYOUT} or {_CLASS_LAYOUT} with classes {list(classes)}"
+        + (f" (class folder aliases {aliases}, data.class_names)" if aliases else "")
+        + f" (split folders: {'/'.join(_SPLIT_NAMES)}, any letter case; one wrapping folder is allowed); "
+        f"{missing}found {where}: {found or 'nothing'}"
+        + ("; this looks like the figshare .mat release: set data.format: figshare"
+           if any(n.lower().endswith((".mat", ".zip")) for n in found) else "")
     )
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
-    """Split name -> folder. Kaggle spells them Training/Testing; any letter case is accepted."""
+    """Split name -> folder. Kaggle spells them Training/Testing; Train/Test and any letter case are accepted."""
     out: dict[str, list[str]] = {}
     for name in _listdir(root):
-        for folder, split in SPLITS.items():
+        for folder, split in _SPLIT_NAMES.items():
             if name.lower() == folder.lower() and (root / name).is_dir():
                 out.setdefault(split, []).append(name)
     for split, names in out.items():
@@ -228,20 +273,23 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return {split: root / out[split][0] for split in SPLITS.values() if split in out}
 
 
-def _scan_splits(split_dirs: dict[str, Path], classes: tuple[str, ...], src: _Source, source: Path) -> list[Found]:
+def _scan_splits(split_dirs: dict[str, Path], classes: tuple[str, ...], src: _Source, source: Path,
+                 names: dict[str, str] | None = None) -> list[Found]:
+    names = _folder_classes(classes, {}) if names is None else names
     found: list[Found] = []
     problems: list[str] = []
     for split, d in split_dirs.items():
+        prefix = f"{d.name}/" if split else ""  # relpaths are relative to the dataset root
         kind = _kind(d, src)
         if kind != "dir":  # the split folder itself is a link: one quarantine row, not followed
             found.append(Found(split, "", d.name, d, kind))
             continue
         present, unknown = set(), []
         for name in _listdir(d):
-            p, rel = d / name, f"{d.name}/{name}"
+            p, rel = d / name, f"{prefix}{name}"
             kind = _kind(p, src)
             # a file directly in the split folder has no class; a class folder that is a bad link does
-            cls = name if name in classes and kind != "file" else ""
+            cls = names[name] if name in names and kind != "file" else ""
             if kind == "dir" and not cls and not _is_hidden(name):
                 unknown.append(_printable(name))
                 continue
@@ -254,7 +302,7 @@ def _scan_splits(split_dirs: dict[str, Path], classes: tuple[str, ...], src: _So
                 found.append(Found(split, cls, r, q, reason or _name_reason(r, cls)))
         missing = [c for c in classes if c not in present]
         if unknown or missing:
-            problems.append(f"{d.name}/: unknown class folder(s) {sorted(unknown)}, missing {missing}")
+            problems.append(f"{prefix or d.name + '/'}: unknown class folder(s) {sorted(unknown)}, missing {missing}")
     if problems:
         raise ValueError(
             f"{source}: expected class folders exactly {list(classes)} in each split ({_LAYOUT}); "
@@ -275,6 +323,8 @@ def _outside_layout(top: Path, root: Path, split_dirs: dict[str, Path], src: _So
     """Names (relative to the source, as on disk) of every file that is not under a split folder."""
     skip = set(split_dirs.values())
     out: list[str] = []
+    if top in skip:  # `<class>/` at the top: everything there is in the layout
+        return out
 
     def visit(d: Path, rel: str) -> None:
         for name in _listdir(d):
@@ -388,7 +438,7 @@ def check_accounting(
     root_rel = root.relative_to(top).as_posix()
     in_layout, off_layout = [], []
     for rel in _listing(top):
-        if any(rel == s or rel.startswith(s + "/") for s in split_rels):
+        if any(s == "." or rel == s or rel.startswith(s + "/") for s in split_rels):
             in_layout.append(rel if root_rel == "." else rel[len(root_rel) + 1:])
         else:
             off_layout.append(rel)

@@ -1,4 +1,4 @@
-"""The preprocess stage (paper §4.2-4.4): dedup's manifest in, 256x256 grayscale PNGs and a manifest out.
+"""The preprocess stage (paper §4.2-4.4): the split stage's manifest in, 256x256 grayscale PNGs and a manifest out.
 
 Order: read -> grayscale -> aspect filter -> class balancing -> [N4] -> resize -> rotate -> CLAHE ->
 histogram matching -> write (`order: resize_last`, the paper's code: rotate -> CLAHE at the native
@@ -10,7 +10,9 @@ built from those; pass 2 (parallel) applies each image's lookup table and writes
 No transform of a Testing image depends on its label or on other Testing images (rules of evidence):
 its rotation is keyed by its path, and its histogram reference is the class-agnostic one built from
 Training images. Only the aspect filter (paper §4.2, both splits) reads a Testing image's class: it
-decides whether the image is kept, never its pixels.
+decides whether the image is kept, never its pixels. A val image is treated as a Testing image, and
+more strictly: it is never rotated (`rotate.test` reproduces what the paper's code did to its Testing
+folder; val did not exist there), never drawn by balancing, never in a reference.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from synthmri import params as P
 from synthmri.data import preprocess_ops as ops
 from synthmri.images import ImageError, read_gray, write_png
 from synthmri.io import default_workers, manifest_path, parallel_map, read_table, write_json, write_table
+from synthmri.tasks import Task, apply_task
 
-SPLITS = ("train", "test")
+SPLITS = P.SPLITS  # train, val, test
 REQUIRED = ("split", "class", "relpath", "path", "width", "height", "plane", "dedup_status", "dedup_reason")
 
 # removal reasons: metrics count by these categories; the manifest's `reason` may add a detail
@@ -46,13 +49,19 @@ CHANGED = "changed since ingest"
 _BALANCE, _ROTATE, _REFERENCE, _REFERENCE_AGNOSTIC = 1, 2, 3, 4
 
 
-def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: Sequence[str]) -> dict[str, Any]:
-    """Run the stage; write `out_dir/{train,test}/<class>/*.png`, `out_dir/manifest.csv` and
-    `out_dir/params.json` (the resolved settings); return the metrics."""
+def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: Sequence[str],
+               task: Task | None = None) -> dict[str, Any]:
+    """Run the stage; write `out_dir/{train,val,test}/<class>/*.png`, `out_dir/manifest.csv` and
+    `out_dir/params.json` (the resolved settings); return the metrics.
+
+    `task` (synthmri/tasks.py) maps the classes at the very end: every decision here is made per dataset
+    class, the manifest gets `source_class` and the mapped `class`; folders keep the dataset's class."""
     manifest, out_dir = Path(manifest), Path(out_dir)
     classes = tuple(classes)
     _check_params(cfg, classes)
     df = read_table(manifest)
+    if task is not None and "source_class" in df.columns:  # refused before any work (tasks.apply_task says why)
+        apply_task(df, task, str(manifest))
     _check_manifest(df, classes, manifest)
     _check_out_dir(out_dir, manifest)
 
@@ -92,9 +101,16 @@ def preprocess(manifest: Path, out_dir: Path, cfg: P.PreprocessParams, classes: 
     out["reason"] = reason
     out["out_path"] = out_path
     out["rotation"] = [float(rotation[i]) if i in images else 0.0 for i in df.index]
+    metrics = _metrics(out, reason, balance, ref_meta, cfg, classes)  # per dataset class (paper §4.2, Table 2)
+    if task is not None:
+        out = apply_task(out, task, str(manifest))
+        kept = out[out["status"] == "kept"]
+        metrics["task"] = {"name": task.name, "map": {c: task.target_of(c) for c in task.sources},
+                           **{s: {c: int(((kept["split"] == s) & (kept["class"] == c)).sum()) for c in task.classes}
+                              for s in SPLITS}}
     write_table(out, out_dir / "manifest.csv")
     write_json(out_dir / "params.json", asdict(cfg))
-    return _metrics(out, reason, balance, ref_meta, cfg, classes)
+    return metrics
 
 
 # ---- checks -------------------------------------------------------------------------------------
@@ -112,8 +128,10 @@ def _check_manifest(df: pd.DataFrame, classes: tuple[str, ...], path: Path) -> N
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected dedup's manifest (run `synthmri dedup` first)")
+    # a row dedup removed may have no split (a removed copy without a kept twin, reassigned by the split stage)
+    no_split = (df["split"] == "") & (df["dedup_status"] == "removed")
     for col, allowed in (("split", SPLITS), ("class", classes), ("dedup_status", ("keep", "removed"))):
-        bad = df.loc[~df[col].isin(allowed), col]
+        bad = df.loc[~df[col].isin(allowed) & ~(no_split if col == "split" else False), col]
         if len(bad):
             raise ValueError(f"{path}: column {col!r} has value(s) {sorted(set(map(str, bad)))[:5]} "
                              f"(row {bad.index[0] + 2}); expected one of {list(allowed)}")
@@ -170,13 +188,13 @@ def _rotations(df: pd.DataFrame, reason: pd.Series, cfg: P.PreprocessParams) -> 
     """Paper §4.3: with probability p, a uniform angle in [-max, max] degrees, rounded to 0.01° so the
     manifest records exactly what was applied; with `whole_degrees`, the paper's code's
     `randrange(-max, max)`: a whole degree in -max..max-1. Training only unless rotate.test (the
-    paper's code rotated Testing too). Each image draws from its own stream (seed, split/relpath),
-    so its angle depends neither on which other images were kept nor on its class."""
+    paper's code rotated Testing too); val never. Each image draws from its own stream (seed,
+    split/relpath), so its angle depends neither on which other images were kept nor on its class."""
     angles = pd.Series(0.0, index=df.index)
     r = cfg.rotate
     for i in df.index[reason == ""]:
         split = df.at[i, "split"]
-        if split == "test" and not r.test:
+        if split == "val" or (split == "test" and not r.test):
             continue
         rng = _rng(cfg.seed, _ROTATE, f"{split}/{df.at[i, 'relpath']}")
         hit = rng.random() < r.probability
@@ -239,13 +257,14 @@ def _one_reference(cand: pd.DataFrame, images: dict[int, np.ndarray], cfg: P.Pre
 
 
 def _sample_meta(cand: pd.DataFrame, sample: list[int]) -> dict[str, Any]:
-    return {"images": len(sample), "per_split": {s: int((cand.loc[sample, "split"] == s).sum()) for s in SPLITS}}
+    # reference_splits can only name train and test: a val image is never in a reference
+    return {"images": len(sample), "per_split": {s: int((cand.loc[sample, "split"] == s).sum()) for s in ("train", "test")}}
 
 
 def _reference_for(split: str, cls: str, refs: _Refs) -> np.ndarray | None:
     """The reference an image is matched to: its class's for a Training image under `per_class`,
     else the agnostic one. A Testing image never gets a class reference: that would make its
-    pixels depend on its label (the paper's text matched every image within its class)."""
+    pixels depend on its label (the paper's text matched every image within its class); nor does a val image."""
     if split == "train" and cls in refs.per_class:
         return refs.per_class[cls]
     return refs.agnostic
@@ -343,10 +362,12 @@ def _clean(out_dir: Path) -> None:
 def _metrics(out: pd.DataFrame, reason: pd.Series, balance: dict, ref_meta: dict,
              cfg: P.PreprocessParams, classes: tuple[str, ...]) -> dict[str, Any]:
     kept = out[out["status"] == "kept"]
+    # val is reported where the split stage made one (the paper's profiles have none: their metrics stay as they were)
+    splits = [s for s in SPLITS if s != "val" or (out["split"] == "val").any()]
     split_counts = {
         s: {"total": int((kept["split"] == s).sum()),
             "per_class": {c: int(((kept["split"] == s) & (kept["class"] == c)).sum()) for c in classes}}
-        for s in SPLITS
+        for s in splits
     }
     train = kept[kept["split"] == "train"]
     planes = sorted(set(train["plane"].astype(str)))
@@ -362,14 +383,14 @@ def _metrics(out: pd.DataFrame, reason: pd.Series, balance: dict, ref_meta: dict
         "table2": table2,  # paper Table 2: final Training set by plane and class
         "removed": {k: categories[k] for k in sorted(categories)},
         "balance": balance,
-        "rotated": {s: int(((kept["split"] == s) & (kept["rotation"] != 0)).sum()) for s in SPLITS},
+        "rotated": {s: int(((kept["split"] == s) & (kept["rotation"] != 0)).sum()) for s in splits},
         "reference": ref_meta,
         "reconcile": {"in": n_in, "kept": n_kept, "removed": n_removed},
         "histmatch_applied": cfg.histmatch.apply,
         # which reference each split was matched to ("none" when matching is off)
         "histmatch_reference": {"train": ("own class" if cfg.histmatch.reference == "per_class" else "agnostic")
                                 if cfg.histmatch.apply else "none",
-                                "test": "agnostic" if cfg.histmatch.apply else "none"},
+                                **{s: "agnostic" if cfg.histmatch.apply else "none" for s in splits if s != "train"}},
         "reference_splits": list(cfg.histmatch.reference_splits),
         "rotate_test": cfg.rotate.test,
         "rotate_whole_degrees": cfg.rotate.whole_degrees,

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from synthmri.fidelity.config import load_fidelity
-from synthmri.params import load, provenance, read_params
+from synthmri.params import provenance, read_params
+from synthmri.tasks import load_task
 
 
 def fidelity_cmd(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path,
@@ -16,7 +17,9 @@ def fidelity_cmd(processed_manifest: Path, synthetic_dir: Path, out_json: Path, 
 
     data = read_params(params_path)
     cfg = load_fidelity(data.get("fidelity"))
-    classes = load("data", params_path, data).classes
-    return evaluate(processed_manifest, synthetic_dir, out_json, plots_dir, cfg, classes,
-                    resample=Resample.from_manifests(synthetic_dir, classes),  # sizes the generate stage recorded
-                    provenance=provenance(data))
+    task = load_task(data)  # the task's (mapped) classes; a per-source task pools several generator folders
+    folders = task.synthetic_folders()
+    return evaluate(processed_manifest, synthetic_dir, out_json, plots_dir, cfg, task.classes,
+                    resample=Resample.from_manifests(synthetic_dir, task.params.generator_classes or
+                                                     task.expected_generator_classes()),  # sizes generate recorded
+                    provenance=provenance(data), folders=folders)

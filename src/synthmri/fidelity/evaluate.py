@@ -133,11 +133,13 @@ def resampled_set(s: ImageSet, r: Resample) -> ImageSet:
 
 def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plots_dir: Path, cfg: FidelityParams,
              classes: Sequence[str], *, extractor_name: str = INCEPTION,
-             resample: Resample | None = None, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+             resample: Resample | None = None, provenance: dict[str, Any] | None = None,
+             folders: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Run the stage for every class; write the JSON, the PNGs and the CSV; return the metrics.
 
     `resample`: the generator's sizes, for the resampled floor (None: that floor is not computed).
     `provenance`: `synthmri.params.provenance` of the run, recorded in the JSON (the summary labels from it).
+    `folders`: class -> the generator folders pooled into it (a task's per-source generators); default its own.
     """
     from synthmri.runtime import resolve_device, set_threads
     from synthmri.params import workers as n_workers
@@ -148,7 +150,8 @@ def evaluate(processed_manifest: Path, synthetic_dir: Path, out_json: Path, plot
         raise ValueError(f"class name(s) {clash} collide with keys of the metrics JSON ({', '.join(RESERVED)})")
     df = read_table(processed_manifest)
     _check_manifest(df, processed_manifest)
-    plan = {c: (_real_paths(df, c, "train"), _real_paths(df, c, "test"), synthetic_paths(synthetic_dir, c))
+    plan = {c: (_real_paths(df, c, "train"), _real_paths(df, c, "test"),
+                [p for f in (folders or {}).get(c, (c,)) for p in synthetic_paths(synthetic_dir, f)])
             for c in classes}
     for c, (train, _, synth) in plan.items():
         if len(train) < 2:
@@ -219,6 +222,9 @@ def _one_class(c: str, paths: tuple[list[str], list[str], list[str]], extractor,
     else:
         reference = mem.Nearest(*(np.zeros(0),) * 6)
     result["memorisation"] = mem.summarise(nearest, reference, cfg.memorisation)
+    own = mem.own_source(synth, train, synthetic_sources(Path(paths[2][0]).parent, synth.paths), cfg.memorisation)
+    if own is not None:
+        result["memorisation"]["own_source"] = own
     result[M.MEMORISED_SHARE] = result["memorisation"]["pixel"]["share"]
     result["images"] = {"real_train": len(train), "real_test": len(test), "synthetic": len(synth),
                         "real_train_unreadable": len(train.rejected), "real_test_unreadable": len(test.rejected),
@@ -304,6 +310,18 @@ def synthetic_paths(synthetic_dir: Path, cls: str) -> list[str]:
         raise FileNotFoundError(f"no synthetic images for class {cls!r}: {folder} does not exist "
                                 f"(run the generate@{cls} stage first)")
     return sorted(p.as_posix() for p in folder.iterdir() if p.suffix.lower() in SYNTHETIC_SUFFIXES)
+
+
+def synthetic_sources(folder: Path, paths: list[str]) -> dict[str, str]:
+    """Synthetic path -> the real image img2img started from (the manifest's `source` column), if recorded."""
+    manifest = Path(folder) / SYNTHETIC_MANIFEST
+    if not manifest.is_file():
+        return {}
+    listed = read_table(manifest)
+    if "source" not in listed.columns:
+        return {}
+    named = {(Path(folder) / Path(str(p)).name).as_posix(): str(s) for p, s in zip(listed["path"], listed["source"])}
+    return {p: named[p] for p in paths if named.get(p)}
 
 
 def _rejected_rows(cls: str, *sets: ImageSet) -> pd.DataFrame:

@@ -12,6 +12,9 @@ privacy-safe, so each synthetic image is matched to its nearest real Training im
   nearest real image over the mean distance to the k nearest; a copy scores ~0, an image that is
   merely typical of the class ~1; a near-copy scores <= `feature_ratio`.
 
+An img2img image (the SD-Turbo study) starts from a real Training image; its manifest's `source` column
+names it, and `own_source` measures each image against its own source by the pixel criterion.
+
 The same two criteria applied to the real Testing images (new images of the same class, after
 dedup) give each criterion's false-alarm rate on this data, reported beside the synthetic share.
 """
@@ -101,6 +104,24 @@ def find_nearest(query: ImageSet, query_features: np.ndarray, real: ImageSet, re
     pi, pm, mir = nearest_pixel(query.thumbs, real.thumbs, cfg.mirror)
     fi, fd, fr = nearest_feature(query_features, real_features, cfg.feature_k)
     return Nearest(pi, pm, mir, fi, fd, fr)
+
+
+def own_source(query: ImageSet, real: ImageSet, sources: dict[str, str], cfg: MemorisationParams) -> dict | None:
+    """img2img (the SD-Turbo study): each synthetic image against the Training image it started from (the
+    `source` column of its manifest), by the pixel criterion; None when no image names a source."""
+    index = {p: i for i, p in enumerate(real.paths)}
+    pairs = [(i, index[sources[p]]) for i, p in enumerate(query.paths) if sources.get(p) in index]
+    if not pairs:
+        return None
+    q = query.thumbs[[i for i, _ in pairs]].astype(np.float64)
+    r = real.thumbs[[j for _, j in pairs]].astype(np.float64)
+    mse = ((q - r) ** 2).reshape(len(pairs), -1).mean(axis=1)
+    if cfg.mirror:
+        mse = np.minimum(mse, ((q[:, :, ::-1] - r) ** 2).reshape(len(pairs), -1).mean(axis=1))
+    copies = mse <= cfg.pixel_mse
+    return {"criterion": f"thumbnail MSE to its own img2img source <= {cfg.pixel_mse}", "images": len(pairs),
+            "near_copies": int(copies.sum()), "share": float(copies.mean()), "mse_min": float(mse.min()),
+            "mse_median": float(np.median(mse))}
 
 
 def summarise(nearest: Nearest, reference: Nearest, cfg: MemorisationParams) -> dict:

@@ -22,6 +22,7 @@ class GeneratorModel:
     kind: ClassVar[str]
     losses: ClassVar[tuple[str, ...]]  # names of what `train_step` returns, logged as train/<name>
     val_loss_name: ClassVar[str]  # logged as val/<name>
+    conditional: ClassVar[bool] = False  # one model for all classes (registry.CONDITIONAL)
 
     def __init__(self, cfg: GeneratorParams, device: torch.device, precision: str = "fp32"):
         self.cfg = cfg

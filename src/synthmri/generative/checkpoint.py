@@ -24,6 +24,7 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1
+KIND_SECTIONS = {"ddpm", "dcgan", "sd_turbo"}  # GeneratorParams' per-kind sections
 
 
 def save_model(model: GeneratorModel, out_dir: Path, cls: str, extra: dict[str, Any] | None = None) -> None:
@@ -104,6 +105,7 @@ def fingerprint(cfg: GeneratorParams, cls: str, train_paths: list[str], val_path
     d = cfg.to_dict()
     d[cfg.kind] = {k: v for k, v in d[cfg.kind].items() if k != "epochs"}
     d["train"] = {k: v for k, v in d["train"].items() if k in ("precision",)}
-    d.pop("ddpm" if cfg.kind == "dcgan" else "dcgan")
+    for other in KIND_SECTIONS - {cfg.kind}:  # another kind's params never invalidate this one's run
+        d.pop(other)
     blob = json.dumps({"config": d, "class": cls, "train": train_paths, "val": val_paths}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

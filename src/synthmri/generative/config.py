@@ -106,6 +106,11 @@ class DCGANParams:
     latent: int = 128  # noise vector length (the DCGAN 64x64 study's code)
     g_features: int = 64  # generator width at the last layer before the image
     d_features: int = 64  # discriminator width at its first layer
+    # the DCGAN studies' differences (docs/studies.md), each a param; the defaults are Radford et al.'s DCGAN
+    g_activation: Literal["relu", "leaky_relu"] = "relu"  # hidden generator layers; tumour-vs-normal study: leaky_relu (0.2)
+    d_dropout: float = 0.0  # dropout after each discriminator LeakyReLU (tumour-vs-normal study: dropout in D)
+    d_first_batchnorm: bool = False  # batch norm after D's first convolution too (the 64x64 study's code)
+    init: Literal["dcgan", "torch"] = "dcgan"  # dcgan: N(0, 0.02) weights; torch: PyTorch's defaults (the 64x64 study's code)
 
     def check(self, key: str) -> None:
         _check(
@@ -116,10 +121,45 @@ class DCGANParams:
         _check(0 <= self.beta1 < 1, f"{key}.beta1", "must be in [0, 1)")
         for name in ("latent", "g_features", "d_features"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        _check(0 <= self.d_dropout < 1, f"{key}.d_dropout", "must be in [0, 1)")
         _check_schedule(self, key)
 
 
-def _check_schedule(p: DDPMParams | DCGANParams, key: str) -> None:
+# The SD-Turbo study's class prompts (its code); a class without one cannot be trained or sampled.
+SD_TURBO_PROMPTS = {"glioma": "Glioma tumor MRI", "meningioma": "Meningioma tumor MRI",
+                    "notumor": "No tumor MRI", "pituitary": "Pituitary tumor MRI"}
+
+
+@dataclass(frozen=True)
+class SDTurboParams:
+    """SD-Turbo fine-tuned as the SD-Turbo study's code did (docs/studies.md): one class-conditional model."""
+
+    weights: str = "models/pretrained/sd-turbo"  # diffusers folders, `synthmri weights fetch sd-turbo`
+    tiny: bool = False  # demo/tests: tiny random-initialised components instead of the weights; numbers compare with nothing
+    mode: Literal["full", "lora"] = "full"  # full: the whole UNet (study's code); lora: low-rank adapters on its attention
+    lora_rank: int = 16
+    lora_alpha: int = 16  # LoRA scale alpha / rank
+    image_size: int = 256  # study's code: 256 px RGB in [-1, 1]
+    epochs: int = 10  # the study's code left this a placeholder
+    batch_size: int = 8  # global batch over all classes
+    lr: float = 1e-5  # AdamW (study's code); LoRA usually wants ~1e-4
+    gradient_checkpointing: bool = True  # study's code: on (memory for compute)
+    prompts: dict[str, str] = field(default_factory=lambda: dict(SD_TURBO_PROMPTS))  # class -> prompt
+
+    def check(self, key: str) -> None:
+        _check(self.lora_rank >= 1, f"{key}.lora_rank", "must be >= 1")
+        _check(self.lora_alpha >= 1, f"{key}.lora_alpha", "must be >= 1")
+        _check(16 <= self.image_size <= 1024 and self.image_size % 16 == 0, f"{key}.image_size",
+               "must be in [16, 1024] and a multiple of 16")
+        _check(isinstance(self.prompts, dict) and bool(self.prompts), f"{key}.prompts", "must map class -> prompt")
+        for cls, prompt in self.prompts.items():
+            _check(isinstance(prompt, str) and prompt.strip() != "", f"{key}.prompts.{cls}", "must be a non-empty string")
+        _check(len(set(self.prompts.values())) == len(self.prompts), f"{key}.prompts",
+               "every class needs its own prompt (one model tells the classes apart by it)")
+        _check_schedule(self, key)
+
+
+def _check_schedule(p: DDPMParams | DCGANParams | SDTurboParams, key: str) -> None:
     _check(p.epochs >= 1, f"{key}.epochs", "must be >= 1")
     _check(p.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
     _check(0 < p.lr <= 1, f"{key}.lr", "must be in (0, 1]")
@@ -132,7 +172,7 @@ def _check_device(device: str, key: str) -> None:
 
 @dataclass(frozen=True)
 class GeneratorParams:
-    kind: Literal["ddpm", "dcgan"] = "ddpm"  # which generator to train (registry in generative/__init__.py)
+    kind: Literal["ddpm", "dcgan", "sd_turbo"] = "ddpm"  # which generator to train (generative/registry.py)
     seed: int = 33  # paper's code: set_determinism(33)
     plane_balance: bool = True  # tumour classes cut to the least represented plane (paper §5.1.1)
     balance_exempt: tuple[str, ...] = ("notumor",)  # classes never plane-balanced (paper §5.1.1: mostly axial)
@@ -140,19 +180,61 @@ class GeneratorParams:
     train: LoopParams = field(default_factory=LoopParams)
     ddpm: DDPMParams = field(default_factory=DDPMParams)
     dcgan: DCGANParams = field(default_factory=DCGANParams)
+    sd_turbo: SDTurboParams = field(default_factory=SDTurboParams)
 
     def __post_init__(self):
         _check(0 <= self.val_fraction < 1, "generator.val_fraction", "must be in [0, 1)")
         self.ddpm.check("generator.ddpm")
         self.dcgan.check("generator.dcgan")
+        self.sd_turbo.check("generator.sd_turbo")
 
     @property
-    def model(self) -> DDPMParams | DCGANParams:
+    def model(self) -> DDPMParams | DCGANParams | SDTurboParams:
         """The section of the active kind: its image size, epochs, batch and learning rate apply."""
         return getattr(self, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Img2ImgParams:
+    """The SD-Turbo study's generation: each image starts from a random Training image of its class."""
+
+    strength: float = 0.75  # share of the schedule re-noised (0: the source, 1: pure noise)
+    guidance_scale: float = 7.5  # classifier-free guidance
+    steps: int = 50  # img2img runs int(steps * strength) of them
+    scheduler: Literal["ddpm", "euler"] = "ddpm"  # ddpm: as coded (the training DDPMScheduler stayed on the pipeline); euler: SD-Turbo's own
+
+    def check(self, key: str) -> None:
+        _check(0 < self.strength <= 1, f"{key}.strength", "must be in (0, 1]")
+        _check(0 <= self.guidance_scale <= 50, f"{key}.guidance_scale", "must be in [0, 50]")
+        _check(1 <= self.steps <= 1000, f"{key}.steps", "must be in [1, 1000]")
+        _check(int(self.steps * self.strength) >= 1, f"{key}.strength",
+               f"strength x steps must leave at least one step, got {self.strength} x {self.steps}")
+
+
+@dataclass(frozen=True)
+class Txt2ImgParams:
+    """SD-Turbo's own use (its model card): from noise in 1-4 steps, no guidance."""
+
+    steps: int = 1
+    guidance_scale: float = 0.0
+
+    def check(self, key: str) -> None:
+        _check(1 <= self.steps <= 4, f"{key}.steps", "must be in [1, 4] (SD-Turbo is distilled for 1-4 steps)")
+        _check(0 <= self.guidance_scale <= 50, f"{key}.guidance_scale", "must be in [0, 50]")
+
+
+@dataclass(frozen=True)
+class SDTurboGenerateParams:
+    mode: Literal["img2img", "txt2img"] = "img2img"  # img2img: the study's code; txt2img: Turbo-style
+    img2img: Img2ImgParams = field(default_factory=Img2ImgParams)
+    txt2img: Txt2ImgParams = field(default_factory=Txt2ImgParams)
+
+    def __post_init__(self):
+        self.img2img.check("generate.sd_turbo.img2img")
+        self.txt2img.check("generate.sd_turbo.txt2img")
 
 
 @dataclass(frozen=True)
@@ -169,6 +251,7 @@ class GenerateParams:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
     threads: int = 0  # CPU threads of torch; 0 = torch's default
+    sd_turbo: SDTurboGenerateParams = field(default_factory=SDTurboGenerateParams)  # generator.kind sd_turbo only
 
     def __post_init__(self):
         _check(self.threads >= 0, "generate.threads", "must be >= 0")

@@ -25,14 +25,17 @@ REQUIRED = ("split", "class", "plane", "status", "out_path")
 ROLES = ("train", "val", "cut")
 
 
-def select(manifest: pd.DataFrame, cls: str, cfg: GeneratorParams) -> pd.DataFrame:
-    """Rows of `cls` kept in Training, with columns out_path, plane, role, reason (sorted by out_path)."""
-    missing = [c for c in REQUIRED if c not in manifest.columns]
+def select(manifest: pd.DataFrame, cls: str, cfg: GeneratorParams, column: str = "class") -> pd.DataFrame:
+    """Rows of `cls` kept in Training, with columns out_path, plane, role, reason (sorted by out_path).
+
+    `column`: `class` (the task's target class) or `source_class` (the dataset's class: a task's
+    per-source generators, synthmri/tasks.py)."""
+    missing = [c for c in (*REQUIRED, column) if c not in manifest.columns]
     if missing:
         raise ValueError(f"preprocess manifest lacks column(s) {missing}; has {list(manifest.columns)}")
-    rows = manifest[(manifest["status"] == "kept") & (manifest["split"] == "train") & (manifest["class"] == cls)]
+    rows = manifest[(manifest["status"] == "kept") & (manifest["split"] == "train") & (manifest[column] == cls)]
     if rows.empty:
-        known = sorted(set(manifest.loc[manifest["status"] == "kept", "class"]))
+        known = sorted(set(manifest.loc[manifest["status"] == "kept", column]))
         raise ValueError(f"no kept Training images of class {cls!r} in the manifest; classes there: {known}")
     table = rows[["out_path", "plane"]].astype(str).sort_values("out_path", kind="stable").reset_index(drop=True)
     table["role"] = "train"

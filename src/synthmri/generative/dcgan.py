@@ -28,36 +28,54 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def _activation(name: str) -> nn.Module:
+    return nn.LeakyReLU(0.2, True) if name == "leaky_relu" else nn.ReLU(True)
+
+
 class Generator(nn.Module):
-    def __init__(self, latent: int, features: int, image_size: int):
+    """`activation`: relu (Radford et al.; the 64x64 study) or leaky_relu (the tumour-vs-normal study's README).
+    The linear projection of the latent to a 4x4 map is the same map as the 64x64 study's first
+    ConvTranspose2d(latent, 8f, 4, 1, 0) on a 1x1 input (docs/studies.md)."""
+
+    def __init__(self, latent: int, features: int, image_size: int, *, activation: str = "relu", init: str = "dcgan"):
         super().__init__()
         self.start = image_size // 16  # four stride-2 layers double it to image_size
         c = features * 8
         self.project = nn.Linear(latent, c * self.start * self.start, bias=False)
         self.bn0 = nn.BatchNorm2d(c)
+        self.act0 = _activation(activation)
         layers: list[nn.Module] = []
         for cin, cout in ((c, c // 2), (c // 2, c // 4), (c // 4, c // 8)):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), _activation(activation)]
         layers += [nn.ConvTranspose2d(features, 1, 4, 2, 1, bias=False), nn.Tanh()]
         self.body = nn.Sequential(*layers)
-        self.apply(_init_weights)
+        if init == "dcgan":
+            self.apply(_init_weights)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(z.shape[0], -1, self.start, self.start)
-        return self.body(F.relu(self.bn0(x)))
+        return self.body(self.act0(self.bn0(x)))
 
 
 class Discriminator(nn.Module):
-    def __init__(self, features: int, image_size: int):
+    """`first_batchnorm`: batch norm after the first convolution too (the 64x64 study's code; Radford et
+    al. leave it out). `dropout` > 0: a Dropout after each LeakyReLU (the tumour-vs-normal study)."""
+
+    def __init__(self, features: int, image_size: int, *, dropout: float = 0.0, first_batchnorm: bool = False,
+                 init: str = "dcgan"):
         super().__init__()
         f = features
-        layers: list[nn.Module] = [nn.Conv2d(1, f, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []  # none at 0: the default's layers stay as they were
+        layers: list[nn.Module] = [nn.Conv2d(1, f, 4, 2, 1, bias=False),
+                                   *([nn.BatchNorm2d(f)] if first_batchnorm else []), nn.LeakyReLU(0.2, True), *drop]
         for cin, cout in ((f, 2 * f), (2 * f, 4 * f), (4 * f, 8 * f)):
-            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True),
+                       *[nn.Dropout(dropout) for _ in drop]]
         self.body = nn.Sequential(*layers, nn.Flatten())
         side = image_size // 16
         self.head = nn.Linear(8 * f * side * side, 1)
-        self.apply(_init_weights)
+        if init == "dcgan":
+            self.apply(_init_weights)
 
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).squeeze(1)
@@ -86,8 +104,10 @@ class DCGAN(GeneratorModel):
     def __init__(self, cfg: GeneratorParams, device: torch.device, precision: str = "fp32"):
         super().__init__(cfg, device, precision)
         p: DCGANParams = cfg.dcgan
-        self.generator = Generator(p.latent, p.g_features, p.image_size).to(device)
-        self.discriminator = Discriminator(p.d_features, p.image_size).to(device)
+        self.generator = Generator(p.latent, p.g_features, p.image_size, activation=p.g_activation,
+                                   init=p.init).to(device)
+        self.discriminator = Discriminator(p.d_features, p.image_size, dropout=p.d_dropout,
+                                           first_batchnorm=p.d_first_batchnorm, init=p.init).to(device)
         if self.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)
             self.discriminator = self.discriminator.to(memory_format=torch.channels_last)

@@ -37,8 +37,12 @@ def load_generator_model(model_dir: Path, device: torch.device, precision: str =
     return model, config
 
 
-def generate(model_dir: Path, cls: str, out_dir: Path, cfg: GenerateParams) -> dict[str, Any]:
-    """Write `cfg.n_per_class` images `<cls>_<0000>.png` and manifest.csv into `out_dir`."""
+def generate(model_dir: Path, cls: str, out_dir: Path, cfg: GenerateParams, target: str | None = None) -> dict[str, Any]:
+    """Write `cfg.n_per_class` images `<cls>_<0000>.png` and manifest.csv into `out_dir`.
+
+    `target`: the class the images are labelled with (default `cls`); a task's per-source generator
+    labels its images with the target class and records its own as `generator_class`."""
+    target = cls if target is None else target
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -66,7 +70,7 @@ def generate(model_dir: Path, cls: str, out_dir: Path, cfg: GenerateParams) -> d
                 else:
                     write_png(path, img)
                 # trained_size/size: the resize each image went through (fidelity's resampled floor reads them)
-                rows.append({"path": path.as_posix(), "class": cls, "index": start + i, "seed": cfg.seed,
+                rows.append({"path": path.as_posix(), "class": target, "generator_class": cls, "index": start + i, "seed": cfg.seed,
                              "batch_seed": batch_seed, "kind": model.kind, "sampler": sampler, "steps": steps,
                              "trained_size": model.size, "size": cfg.out_size})
             bar.advance(task, n)
@@ -75,6 +79,7 @@ def generate(model_dir: Path, cls: str, out_dir: Path, cfg: GenerateParams) -> d
     stale = _remove_stale(out_dir, cls, set(table["path"]))
     return {
         "class": cls,
+        "target_class": target,
         "kind": model.kind,
         "images": len(table),
         "size": cfg.out_size,

@@ -55,28 +55,31 @@ def train_generator(
     live_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    column: str = "class",
 ) -> dict[str, Any]:
     """Train the `cfg.kind` generator of class `cls` on the kept Training images of `manifest`.
 
     Writes model.safetensors, config.json and images.csv into `out_dir`, and checkpoint.pt into
     `checkpoint_dir` (default `out_dir`); a checkpoint of the same config and images is resumed.
     `on_epoch(epoch)` is called after each finished epoch (and its checkpoint, if any), e.g. to stop
-    a run. Returns the run's metrics. Under torchrun, call it from every process.
+    a run. `column`: the manifest column `cls` is matched in (`source_class` for a task's per-source
+    generators). Returns the run's metrics. Under torchrun, call it from every process.
     """
     set_threads(cfg.train.threads)
     info, device, owns_group = init_distributed(cfg.train.device)
     try:
         return _train(Path(manifest), cls, Path(out_dir), cfg, info, device,
-                      Path(live_dir) if live_dir else None, Path(checkpoint_dir or out_dir), on_epoch)
+                      Path(live_dir) if live_dir else None, Path(checkpoint_dir or out_dir), on_epoch, column)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
 def _train(manifest: Path, cls: str, out_dir: Path, cfg: GeneratorParams, info: Dist, device: torch.device,
-           live_dir: Path | None, checkpoint_dir: Path, on_epoch: Callable[[int], None] | None) -> dict[str, Any]:
+           live_dir: Path | None, checkpoint_dir: Path, on_epoch: Callable[[int], None] | None,
+           column: str) -> dict[str, Any]:
     p = cfg.model
-    table = select(read_table(manifest), cls, cfg)
+    table = select(read_table(manifest), cls, cfg, column)
     train_paths = table.loc[table["role"] == "train", "out_path"].tolist()
     val_paths = table.loc[table["role"] == "val", "out_path"].tolist()
     if p.batch_size % info.world_size:
