@@ -1,15 +1,17 @@
-"""The data half at Kaggle scale (issue 13 §4): ingest -> audit -> dedup -> preprocess, each stage's wall time
-and peak memory, on a Kaggle-sized demo set; then the same at --scale times the size; then fidelity's
-feature extraction and the classifier's loader on what preprocess wrote.
+"""The data half at Kaggle scale (issue 13 §4): ingest to preprocess (every stage between the two in dvc.yaml;
+today ingest, audit, dedup, link, split, preprocess), each stage's wall time and peak memory, on a Kaggle-sized
+demo set; then the same at --scale times the size; then fidelity's feature extraction and the classifier's
+loader on what preprocess wrote.
 
     python bench/pipeline.py                                   # 7,023 images (Kaggle's counts)
     python bench/pipeline.py --images 700 --scale 10           # 700, then 7,000: the scaling check
     python bench/pipeline.py --images 200 --pool 2 --features 2 --out /tmp/x.json   # about the test's dry run
 
 The set (bench/kaggle_set.py) is built once per (images, seed, pool) and cached under --cache-dir. Each stage
-runs as DVC runs it: the `synthmri <stage>` command in its own process, the paper profile's params.yaml
-(composed from conf/ with `profile=paper`, plus any --set overrides), the paths of dvc.yaml under a scratch
-folder. Per stage: wall time, CPU time, and peak memory (benchutil.run_measured: the kernel's high-water mark
+runs as DVC runs it: dvc.yaml's `synthmri <stage>` command line, in its own process, in a scratch folder, with
+the paper profile's params.yaml (composed from conf/ with `profile=paper`, plus any --set overrides). There is
+no data/raw/figshare there: the link stage runs and matches nothing, as in a checkout without the figshare
+release. Per stage: wall time, CPU time, and peak memory (benchutil.run_measured: the kernel's high-water mark
 of the largest process, and the sampled sum over the process and its workers). The data half's peak is the
 highest stage peak (the stages run one after another).
 
@@ -35,15 +37,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kaggle_set  # noqa: E402
 from benchutil import finite, machine, run_measured, write_result  # noqa: E402
 
-STAGES = ("ingest", "audit", "dedup", "preprocess")
-# the stages' commands as dvc.yaml writes them, relative to the scratch folder (the repository root under DVC)
-COMMANDS = {
-    "ingest": ["ingest", "{raw}", "data/interim/ingest", "--metrics", "metrics/ingest.json"],
-    "audit": ["audit", "data/interim/ingest/manifest.csv", "data/interim/audit.csv", "--plots", "plots/audit",
-              "--metrics", "metrics/audit.json"],
-    "dedup": ["dedup", "data/interim/audit.csv", "data/interim/dedup.csv", "--metrics", "metrics/dedup.json"],
-    "preprocess": ["preprocess", "data/interim/dedup.csv", "data/processed", "--metrics", "metrics/preprocess.json"],
-}
+FIRST, LAST = "ingest", "preprocess"  # the data half: these two and every stage between them in dvc.yaml
+
+
+def data_stages() -> dict[str, list[str]]:
+    """dvc.yaml's commands of the data half, in its order, as argument lists (after `synthmri`).
+
+    Read from dvc.yaml, so the bench runs what `dvc repro` runs; only ${data.raw} is filled in (run_data_half)."""
+    import shlex
+
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    names = list(stages)
+    out = {}
+    for name in names[names.index(FIRST):names.index(LAST) + 1]:
+        argv = shlex.split(stages[name]["cmd"])
+        if argv[0] != "synthmri" or any("${" in a for a in argv if a != "${data.raw}"):
+            raise ValueError(f"dvc.yaml stage {name}: {stages[name]['cmd']!r} is not a plain synthmri command")
+        out[name] = argv[1:]
+    return out
+
+
+STAGES = tuple(data_stages())
 TARGET_S, TARGET_GB, TARGET_GROWTH = 180.0, 4.0, 12.0  # issue 13 §4, at 7,023 images on 2 cores
 
 
@@ -66,7 +82,7 @@ def run_data_half(raw: Path, work: Path, params: Path) -> dict:
     env = {**os.environ, "COLUMNS": "100"}
     out: dict = {}
     for stage in STAGES:
-        args = [a.format(raw=raw) for a in COMMANDS[stage]]
+        args = [str(raw) if a == "${data.raw}" else a for a in data_stages()[stage]]
         fig = run_measured([*synthmri(), *args, "--params", str(params)], cwd=work, env=env)
         fig["metrics"] = json.loads((work / "metrics" / f"{stage}.json").read_text())
         out[stage] = fig
