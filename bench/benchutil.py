@@ -103,3 +103,67 @@ def finite(x: float) -> float:
     if not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
         raise ValueError(f"measured figure is not a positive finite number: {x!r}")
     return float(x)
+
+
+def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None,
+                 interval: float = 0.2) -> dict[str, Any]:
+    """Run `cmd` as a child process; its wall time and peak memory.
+
+    - `maxrss_gb`: the kernel's RSS high-water mark of the largest single process of the tree
+      (wait4's ru_maxrss covers the child and the descendants it waited for: pool workers);
+    - `tree_rss_gb` / `tree_pss_gb`: the highest sum over the child and all its descendants, sampled every
+      `interval` s with psutil (RSS counts pages shared by forked workers once per process: an upper bound;
+      PSS shares them out). None when psutil is not installed.
+    Raises RuntimeError with the end of stderr when the command fails.
+    """
+    import subprocess
+    import tempfile
+    import threading
+
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak = {"rss": 0, "pss": 0}
+        done = threading.Event()
+
+        def sample() -> None:
+            try:
+                top = psutil.Process(proc.pid)
+            except psutil.Error:
+                return
+            while not done.is_set():
+                rss = pss = 0
+                try:
+                    for p in [top, *top.children(recursive=True)]:
+                        try:
+                            m = p.memory_full_info()
+                        except psutil.Error:
+                            continue
+                        rss += m.rss
+                        pss += getattr(m, "pss", m.rss)
+                except psutil.Error:
+                    pass
+                peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+                done.wait(interval)
+
+        sampler = threading.Thread(target=sample, daemon=True) if psutil else None
+        if sampler:
+            sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        done.set()
+        if sampler:
+            sampler.join()
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-3000:]
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
+    gb = lambda b: round(b / 2**30, 3) if b else None  # noqa: E731
+    return {"wall_s": round(wall, 3), "maxrss_gb": gb(usage.ru_maxrss * 1024),  # ru_maxrss: KiB on Linux
+            "tree_rss_gb": gb(peak["rss"]), "tree_pss_gb": gb(peak["pss"]),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}

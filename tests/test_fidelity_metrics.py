@@ -213,3 +213,16 @@ def test_random_inception_from_file_is_usable_and_batch_size_independent(tmp_pat
     demo = build_extractor(torch.device("cpu"), random_seed=0)
     np.testing.assert_allclose(extract(demo, varied[:1], 1, "demo")["2048"], one["2048"][:1], rtol=1e-4, atol=1e-5)
     assert demo.weights_sha256.startswith("random-") and demo.identity() != ex.identity()
+
+
+@pytest.mark.parametrize("n1, n2, d", [(48, 40, 16), (30, 20, 64), (300, 200, 256)])
+def test_fid_equals_torch_fidelity_fid_with_fewer_or_more_images_than_dimensions(n1, n2, d):
+    """`fid` skips torch-fidelity's d x d sqrtm (the cross-Gram identity); same number, n < d and n > d."""
+    rng = np.random.default_rng(n1 + d)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)  # correlated features, like a network's
+    a = rng.normal(size=(n1, d)) @ mix
+    b = (rng.normal(size=(n2, d)) * 1.3 + 0.2) @ mix
+    ours, theirs = M.fid(a, b), M.fid_torch_fidelity(a, b)
+    assert theirs > 1e-2
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert M.fid(b, a) == pytest.approx(ours, rel=1e-12)  # symmetric

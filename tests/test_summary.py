@@ -110,3 +110,18 @@ def test_summary_sets_synthetic_only_beside_the_baseline_and_says_what_to_open(t
     write("paper")
     out = _run(tmp_path, "demo")
     assert "DEMO" not in out and "Classifier accuracy on the real test set" in out
+
+
+def test_summary_shows_the_split_counts_and_shared_patients(tmp_path):
+    metrics = tmp_path / "metrics"
+    _write(metrics / "split.json", {"method": "patient", "train": {"images": 70}, "val": {"images": 19},
+                                    "test": {"images": 11}, "shared_patients": {"train-test": 0, "train-val": 0}})
+    (tmp_path / "params.yaml").write_text("profile_name: demo\n")
+    result = CliRunner().invoke(app, ["summary", str(metrics), "--params", str(tmp_path / "params.yaml")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("patient" in ln and "method" in ln for ln in lines)
+    assert any("70 / 19 / 11" in ln for ln in lines)
+    shared = next(ln for ln in lines if "patients shared train-test" in ln)
+    assert shared.rstrip().rstrip("│ ").endswith("0")

@@ -24,7 +24,10 @@ ROWS: dict[str, tuple[str, list[tuple[str, str]]]] = {
                              ("blurry", "blur.blurry")]),
     "dedup": ("dedup.json", [("images with duplicates", "total.images_with_duplicates"),
                              ("removed", "total.removed"), ("train->test leakage removed", "cross_split.removed")]),
-    "preprocess": ("preprocess.json", [("train images", "train.total"), ("test images", "test.total")]),
+    "split": ("split.json", [("method", "method"), ("train / val / test images", "train.images|val.images|test.images"),
+                             ("patients shared train-test (null: unknown)", "shared_patients.train-test")]),
+    "preprocess": ("preprocess.json", [("train images", "train.total"), ("val images", "val.total"),
+                                       ("test images", "test.total")]),
     "fidelity": ("fidelity.json", [("mean FID over classes", "summary.fid_mean"),
                                    ("real-vs-real FID floor", "summary.fid_real_floor_mean"),
                                    ("FID floor, real resized as generated", "summary.fid_real_floor_resampled_mean"),
@@ -102,6 +105,8 @@ def _ci(block: Any) -> tuple[float, float] | None:
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
+    if "|" in dotted:  # several values on one row: "a / b / c"
+        return " / ".join(str(_get(d, part)) for part in dotted.split("|"))
     if dotted.endswith(".ci95"):  # "[low, high]" of the block
         ci = _ci(_get(d, dotted[: -len(".ci95")]))
         return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 import io
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from synthmri.io import progress, write_table
+from synthmri.io import atomic_dir, progress, write_table
 from synthmri.params import DemoParams
 
 TRUTH_FILE = "demo_truth.csv"
@@ -556,10 +554,7 @@ def make_demo_dataset(out_dir: Path, cfg: DemoParams, classes: tuple[str, ...]) 
                 named[id(f)] = f"{split}/{cls}/{SPLIT_PREFIX[split]}-{_PLANS[cls].abbrev}_{num:04d}.{f.ext}"
 
     rows = []
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is not
+    with atomic_dir(out_dir) as tmp:  # the old folder is replaced only by a complete one
         for split in SPLIT_PREFIX:
             for cls in classes:
                 (tmp / split / cls).mkdir(parents=True)
@@ -575,12 +570,6 @@ def make_demo_dataset(out_dir: Path, cfg: DemoParams, classes: tuple[str, ...]) 
                     rows.append((rel, f.split, f.cls, f.plane, f.nuisance, dup, mse, f.detail))
         truth = pd.DataFrame(rows, columns=list(TRUTH_COLUMNS)).sort_values("relpath", ignore_index=True)
         write_table(truth, tmp / TRUTH_FILE)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
     return {
         "files": len(truth),

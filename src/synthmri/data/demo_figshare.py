@@ -12,8 +12,6 @@ it `demo_truth.csv` says what each slice is. Same seed, same bytes.
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ import pandas as pd
 
 from synthmri.data.demo import PLANES, TRUTH_FILE, check_replaceable, render_slice, slice_position
 from synthmri.data.figshare import CVIND, CVIND_FILE, LABELS, MAT_HEADER, STRUCT
-from synthmri.io import progress, write_table
+from synthmri.io import atomic_dir, progress, write_table
 from synthmri.params import DemoParams
 
 OUTER_ZIP = "figshare_1512427.zip"
@@ -215,19 +213,10 @@ def make_figshare_demo(out_dir: Path, cfg: DemoParams) -> dict:
     outer[CVIND_FILE] = mat73_bytes({CVIND: MatVar(cvind, "double")})
     outer["README.txt"] = _README.encode()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        tmp.chmod(0o755)
+    with atomic_dir(out_dir) as tmp:  # the old folder is replaced only by a complete one
         (tmp / OUTER_ZIP).write_bytes(zip_bytes(outer))
         truth = pd.DataFrame(rows, columns=list(TRUTH_COLUMNS))
         write_table(truth, tmp / TRUTH_FILE)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {
         "format": "figshare",
         "slices": len(truth),

@@ -14,8 +14,6 @@ truth: which slice, which patient, what was done); OUT_DIR/figshare/ is the figs
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -28,7 +26,7 @@ from PIL import Image
 from synthmri.data.demo import _PLANS, PLANES, SPLIT_PREFIX, TRUTH_FILE, check_replaceable, render_slice
 from synthmri.data.demo_figshare import OUTER_ZIP, make_figshare_demo
 from synthmri.data.figshare import read_slice, slice_number
-from synthmri.io import read_table, write_table
+from synthmri.io import atomic_dir, read_table, write_table
 from synthmri.params import DemoParams
 
 KAGGLE_DIR, FIGSHARE_DIR = "kaggle", "figshare"
@@ -103,18 +101,9 @@ def make_kaggle_from_figshare(out_dir: Path, cfg: DemoParams) -> dict:
         raise ValueError(f"{out_dir} exists and is not a kaggle-from-figshare demo; refusing to overwrite it")
     for sub in (KAGGLE_DIR, FIGSHARE_DIR):
         check_replaceable(out_dir / sub)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        tmp.chmod(0o755)
+    with atomic_dir(out_dir) as tmp:  # the old folder is replaced only by a complete one
         make_figshare_demo(tmp / FIGSHARE_DIR, cfg)
         truth = _write_kaggle(tmp / KAGGLE_DIR, _release_slices(tmp / FIGSHARE_DIR / OUTER_ZIP), cfg)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {"format": "kaggle-from-figshare", **truth_counts(truth)}
 
 
