@@ -1,4 +1,5 @@
 # make demo: install into .venv (if needed) and run the whole pipeline on the bundled demo data.
+# make sweep PROFILE=sdturbo: the SD-Turbo study's eight ratios as queued dvc experiments, one at a time.
 # make test: the test suite (CI runs exactly this), on both cores; make test-fast: all but the real dvc pipeline runs.
 SHELL := /bin/bash
 VENV ?= .venv
@@ -6,7 +7,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-fast bench lint clean-demo
+.PHONY: install demo test test-fast bench lint clean-demo sweep
 
 install: $(VENV)/.installed
 
@@ -27,6 +28,10 @@ test: install
 
 test-fast: install  # the inner loop: everything but the real dvc pipeline runs
 	$(BIN)/python -m pytest -q -m "not slow" -n 2
+
+PROFILE ?= sdturbo
+sweep: install
+	synthmri sweep --profile $(PROFILE)
 
 bench: install
 	$(BIN)/python bench/dedup.py --images 3000

@@ -346,6 +346,25 @@ def ratio(
 
 
 @app.command()
+def sweep(
+    profile: Annotated[str, typer.Option("--profile", help="the profile every experiment runs, e.g. sdturbo")],
+    ratios: Annotated[str, typer.Option("--ratios", help="comma-separated synthetic:real ratios")] = "0,0.25,0.5,1,1.5,2,3,4",
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-S", help="more overrides for every experiment")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the dvc commands, run nothing")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the queue, then `dvc exp show`")] = True,
+):
+    """The ratio sweep (the SD-Turbo study's eight conditions) as queued DVC experiments, run one at a time."""
+    from synthmri.sweep import sweep as run_sweep
+
+    try:
+        values = [float(r) for r in ratios.split(",") if r.strip()]
+    except ValueError:
+        _error(f"--ratios: expected comma-separated numbers, got {ratios!r}")
+        raise typer.Exit(2) from None
+    _run(run_sweep, profile, values, overrides or [], dry_run=dry_run, wait=wait, echo=typer.echo)
+
+
+@app.command()
 def report(
     metrics_dir: Annotated[Path, typer.Argument(help="metrics/scenarios")],
     predictions_dir: Annotated[Path, typer.Argument(help="data/classify")],
