@@ -11,7 +11,7 @@ from tests.conftest import copy_project, sh
 
 # every stage on few images and steps: the point is the study's generator through the whole pipeline
 TINY = ["demo.train_per_class=24", "demo.test_per_class=6", "preprocess.balance.min=16", "preprocess.balance.max=20",
-        "generator.dcgan.epochs=2", "generator.train.checkpoint_every=1", "generator.train.log_every=1",
+        "generator.dcgan.epochs=2", "generator.dcgan.batch_size=8", "generator.train.checkpoint_every=1", "generator.train.log_every=1",
         "generate.n_per_class=8", "classify.train.epochs=1", "classify.bootstrap=10", "ratio=0"]
 
 
