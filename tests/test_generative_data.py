@@ -41,6 +41,7 @@ def make_manifest(root: Path, per_plane: dict[str, int], *, cls: str = "glioma",
             write_png(path, asymmetric(size, rng))
             rows.append({"split": "train", "class": cls, "plane": plane, "status": "kept", "out_path": path.as_posix()})
     rows += extra_rows or []
+    rows = [{**r, "source_class": r.get("source_class", r["class"])} for r in rows]  # preprocess writes both (tasks)
     manifest = root / "manifest.csv"
     write_table(pd.DataFrame(rows), manifest)
     return manifest

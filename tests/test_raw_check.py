@@ -78,7 +78,7 @@ def test_every_profile_says_how_to_get_its_data(tmp_path):
         data = P.read_params(compose([f"profile={name}"], tmp_path / f"{name}.yaml", ROOT / "conf"))
         source = P.load("data", data=data).source
         assert source and "${" not in source, name  # interpolations resolved: the profile's own path
-        assert data["data"]["raw"] in source or name == "demo", name
+        assert data["data"]["raw"] in source or (data["data"]["raw"] == "data/raw/demo" and "demo_data stage" in source), name
 
 
 def test_ingest_runs_after_raw_check():
