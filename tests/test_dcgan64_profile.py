@@ -12,7 +12,7 @@ from tests.conftest import copy_project, sh
 # every stage on few images and steps: the point is the study's generator through the whole pipeline
 TINY = ["demo.train_per_class=24", "demo.test_per_class=6", "preprocess.balance.min=16", "preprocess.balance.max=20",
         "generator.dcgan.epochs=2", "generator.dcgan.batch_size=8", "generator.train.checkpoint_every=1", "generator.train.log_every=1",
-        "generate.n_per_class=16", "classify.train.epochs=1", "classify.bootstrap=10", "ratio=0"]
+        "generate.n_per_class=60", "classify.train.epochs=1", "classify.bootstrap=10", "ratio=0"]
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_dcgan_64_demo_runs_end_to_end_with_the_studys_generator(root, tmp_path,
         assert '"kind": "dcgan"' in text and '"image_size": 64' in text
         assert '"d_first_batchnorm": true' in text and '"init": "torch"' in text  # the study's code, not DCGAN's paper
         pngs = sorted((repo / "data/synthetic" / c).glob("*.png"))
-        assert len(pngs) == 16
+        assert len(pngs) == 60  # S4 adds 60 a class
         assert Image.open(pngs[0]).size == (64, 64) and Image.open(pngs[0]).mode == "L"
     scenarios = {p.stem for p in (repo / "metrics/scenarios").glob("*.json")}
     assert {"baseline", "s6_synthetic"} <= scenarios

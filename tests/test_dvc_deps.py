@@ -269,6 +269,6 @@ def test_dvc_status_marks_exactly_the_stages_that_import_an_edited_helper(tmp_pa
     for rel in edited:
         expected = {s for s in ran | set(status) if rel in closures[s.split("@")[0] + ("@*" if "@" in s else "")]}
         assert _modified(status, rel) == expected, rel
-    assert _modified(status, "src/synthmri/images.py") & ran == {"ingest", "audit", "dedup", "preprocess"}
+    assert _modified(status, "src/synthmri/images.py") & ran == {"ingest", "audit", "dedup", "link", "preprocess"}
     assert _modified(status, "src/synthmri/data/planes.py") == {"audit"}
     assert _modified(status, "src/synthmri/io.py") >= ran  # the ground floor: every stage

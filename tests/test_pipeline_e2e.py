@@ -165,7 +165,7 @@ def test_demo_profile_runs_every_stage(demo_run, params):
     stages = {"demo_data", "raw_check", "ingest", "audit", "dedup", "link", "split", "preprocess"}
     stages |= {f"{stage}@{c}" for stage in ("train_generator", "generate") for c in CLASSES}
     stages |= {f"classify@{s}" for s in params["classify"]["scenarios"]}
-    stages |= {"fidelity", "ratio", "report"}
+    stages |= {"train_generator_shared", "fidelity", "ratio", "report"}
     assert ran(demo_run.output) == stages
     assert params["profile_name"] == "demo"
 

@@ -136,7 +136,7 @@ def test_report_puts_the_sdturbo_studys_numbers_beside_ours():
 
 # the demo profiles at a few steps: the point is that every stage runs on the mapped classes, not the numbers
 TINY = ["demo.train_per_class=24", "demo.test_per_class=6", "preprocess.balance.min=16", "preprocess.balance.max=20",
-        "generator.dcgan.epochs=2", "generator.train.checkpoint_every=1", "generator.train.log_every=1",
+        "generator.dcgan.epochs=2", "generator.dcgan.batch_size=8", "generator.train.checkpoint_every=1", "generator.train.log_every=1",
         "generate.n_per_class=8", "classify.train.epochs=1", "classify.bootstrap=10", "ratio=0"]
 
 
