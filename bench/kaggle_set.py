@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from synthmri.io import parallel_map
+from synthmri.io import atomic_dir, parallel_map
 
 VERSION = 1  # bump when what a (n, seed, pool) set holds changes: part of the cache key
 SPLITS = {"Training": "train", "Testing": "test"}
@@ -199,9 +198,7 @@ def build(n: int, cache: Path, *, seed: int = 0, pool: int = 48, workers: int = 
 
     counts = counts_for(n)
     copies, leaks = _plan(counts, seed)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{root.name}."))
-    try:
+    with atomic_dir(root) as tmp:  # a half-built set never sits at `root`
         rows, jobs, plan_copies = [], [], []
         originals: dict[tuple[str, str], list[str]] = {}
         for si, s in enumerate(KAGGLE):
@@ -255,12 +252,6 @@ def build(n: int, cache: Path, *, seed: int = 0, pool: int = 48, workers: int = 
             "workers": workers,
         }
         (tmp / BUILT).write_text(json.dumps(record, indent=2) + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return root, record
 
 
