@@ -197,3 +197,12 @@ def test_sdturbo_demo_runs_end_to_end(root, tmp_path, venv_env):
     assert ratio["ratio"] == 1 and ratio["train_counts"] == {
         c: {"real": n, "synthetic": n} for c, n in split["train"]["per_class"].items()}
     assert "Beside the SD-Turbo study" in (repo / "reports/README.md").read_text()
+
+    # the study as coded: the same run with its image-level split (sdturbo_as_coded's one difference) leaks patients
+    sh(["dvc", "exp", "run", "-S", "profile=sdturbo_demo", "-S", "split.method=image",
+        *[a for o in SDT_TINY for a in ("-S", o)]], repo, venv_env)
+    coded = json.loads((repo / "metrics/split.json").read_text())
+    assert coded["method"] == "image" and sum(coded[s]["images"] for s in ("train", "val", "test")) == len(truth)
+    assert coded["shared_patients"]["train-test"] > 0  # what the corrected profile fixes
+    assert json.loads((repo / "metrics/ratio.json").read_text())["ratio"] == 1
+    assert (repo / "reports/report.html").is_file()
