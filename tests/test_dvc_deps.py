@@ -15,7 +15,7 @@ import json
 import re
 import subprocess
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pytest
 import yaml

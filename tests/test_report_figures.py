@@ -5,7 +5,6 @@ and each has its title, axis labels, chance line and the paper's values."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

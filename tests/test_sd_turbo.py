@@ -25,7 +25,7 @@ from synthmri.generative.sd_turbo_train import train_sd_turbo
 from synthmri.generative.shared_command import train_shared_cmd
 from synthmri.images import read_gray, write_png
 from synthmri.io import read_table, write_table
-from synthmri.runtime import generator, tensors_sha256
+from synthmri.runtime import generator
 from tests.conftest import DEMO_RUN_GROUP, private_copy, ran, sh
 from tests.test_generative_data import asymmetric
 

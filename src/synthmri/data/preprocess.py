@@ -18,7 +18,6 @@ folder; val did not exist there), never drawn by balancing, never in a reference
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections import Counter
 from dataclasses import asdict
